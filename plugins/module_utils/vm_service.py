@@ -1,0 +1,224 @@
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+"""What the walm_vm module does: bring one VM on this host to a state (started, incoming, stopped).
+
+Every mutation is guarded by check_mode and listed in `actions`, so check mode predicts `changed` exactly.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import time
+
+from . import vmhost
+from .errors import WalmError
+from .migration import capabilities_for, set_capabilities
+from .qmp import QMP, QMPFailure
+from .vmdef import HostPaths, normalize
+
+
+class VMService(object):
+    def __init__(self, name, state_dir, check_mode=False, qemu_binary=vmhost.QEMU_BINARY):
+        self.name = name
+        self.paths = HostPaths(state_dir, name)
+        self.check_mode = check_mode
+        self.qemu_binary = qemu_binary
+        self.actions = []
+        self.changed = False
+
+    def _act(self, description, func=None, *args, **kwargs):
+        self.actions.append(description)
+        self.changed = True
+        if not self.check_mode and func is not None:
+            return func(*args, **kwargs)
+        return None
+
+    # -- reporting --------------------------------------------------------------------------------------------
+
+    def info(self):
+        """The VM as this host sees it: pid, QMP status, record."""
+        pid = vmhost.running_pid(self.paths)
+        record = vmhost.read_record(self.paths)
+        status = None
+        if pid:
+            try:
+                status = vmhost.qmp_status(self.name, self.paths)
+            except QMPFailure as exc:
+                status = "unreachable: %s" % exc
+        out = {"name": self.name, "pid": pid, "running": bool(pid), "status": status}
+        out.update(self.paths.as_dict())
+        if record:
+            out.update({"definition": record.get("definition"), "role": record.get("role"),
+                        "qemu_version": record.get("qemu_version"), "argv": record.get("argv"),
+                        "incoming_uri": record.get("incoming_uri"), "started_at": record.get("started_at")})
+        return out
+
+    def result(self, **extra):
+        out = {"changed": self.changed, "actions": self.actions, "vm": self.info()}
+        out.update(extra)
+        return out
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _prepare(self, definition, for_incoming):
+        d = normalize(dict(definition, name=definition.get("name") or self.name))
+        if d["name"] != self.name:
+            raise WalmError("definition.name %r differs from name %r" % (d["name"], self.name))
+        # Pin the versioned machine type: source and destination must run the same one.
+        concrete = vmhost.resolve_machine(d["machine"], self.qemu_binary)
+        if for_incoming and concrete != d["machine"]:
+            raise WalmError("VM '%s': the destination definition must carry the source's versioned machine type "
+                            "(e.g. pc-q35-7.2), got the alias %r; pass the definition recorded by the source"
+                            % (self.name, d["machine"]))
+        d["machine"] = concrete
+        for path_key in ("kernel", "initrd"):
+            if d[path_key]:
+                if not os.path.isfile(d[path_key]):
+                    raise WalmError("VM '%s': %s %s does not exist on this host" % (self.name, path_key,
+                                                                                  d[path_key]))
+        for disk in d["disks"]:
+            info = vmhost.disk_info(disk)
+            if info is None:
+                if for_incoming:
+                    raise WalmError("VM '%s': disk %s is not reachable from this host; the destination must see "
+                                    "the same shared storage" % (self.name, disk["file"]))
+                if not disk["create"]:
+                    raise WalmError("VM '%s': disk %s does not exist; create it or set create: true with "
+                                    "size_mib" % (self.name, disk["file"]))
+                self._act("create disk %s (%d MiB, %s, preallocated metadata)"
+                          % (disk["file"], disk["size_mib"], disk["format"]), vmhost.create_disk, disk)
+            elif not for_incoming:
+                vmhost.check_disk_migratable(self.name, disk)
+        return d
+
+    def _record(self, d, argv, role, **extra):
+        version = vmhost.qemu_version(self.qemu_binary)
+        record = {"name": self.name, "definition": d, "argv": argv, "role": role,
+                  "qemu_version": version[1], "qemu_version_tuple": list(version[0]),
+                  "started_at": time.time()}
+        record.update(extra)
+        vmhost.write_record(self.paths, record)
+
+    def _start(self, d, incoming):
+        if vmhost.ensure_state_dir(self.paths.state_dir):
+            self.actions.append("create state dir %s" % self.paths.state_dir)
+        for nic in d["nics"]:
+            vmhost.ensure_tap(nic)
+        pid, argv = vmhost.start_qemu(d, self.paths, incoming=incoming, binary=self.qemu_binary)
+        return pid, argv
+
+    # -- states -----------------------------------------------------------------------------------------------
+
+    def started(self, definition=None, wait_running_s=0, force_resume=False):
+        pid = vmhost.running_pid(self.paths)
+        if pid:
+            status = vmhost.qmp_status(self.name, self.paths)
+            if status == "inmigrate" and wait_running_s > 0:
+                # The destination of a migration under way: wait for it to take over.
+                status = vmhost.wait_status(self.name, self.paths, ("running",), wait_running_s)
+            if status == "running":
+                return self.result()
+            if status == "postmigrate" and not force_resume:
+                raise WalmError("VM '%s' has completed an outgoing migration: its copy may be running on the "
+                                "destination, and resuming this one would run two guests on one disk. Stop this "
+                                "copy (state: stopped), or set force_resume: true if the destination copy is "
+                                "known to be gone." % self.name, status=status)
+            if status in ("paused", "postmigrate", "finish-migrate"):
+                self._act("resume VM (was %s)" % status, self._cont)
+                return self.result()
+            raise WalmError("VM '%s' is %s and cannot be started or resumed" % (self.name, status), status=status)
+        if not definition:
+            raise WalmError("VM '%s' is not running on this host and no definition was given to start it"
+                            % self.name)
+        if not self.check_mode:
+            vmhost.ensure_state_dir(self.paths.state_dir)
+        d = self._prepare(definition, for_incoming=False)
+        if self.check_mode:
+            self._act("start VM %s (%d MiB, %d vCPUs, %s)" % (self.name, d["memory_mib"], d["vcpus"], d["accel"]))
+            return self.result()
+        self.actions.append("start VM %s" % self.name)
+        self.changed = True
+        pid, argv = self._start(d, incoming=False)
+        self._record(d, argv, "source")
+        status = vmhost.qmp_status(self.name, self.paths)
+        if status != "running":
+            raise WalmError("VM '%s' started but is %s" % (self.name, status))
+        return self.result()
+
+    def _cont(self):
+        with QMP(self.name, self.paths.qmp_socket) as qmp:
+            qmp.execute("cont")
+
+    def incoming(self, definition, listen_address, listen_port=0, method="precopy"):
+        if not definition:
+            raise WalmError("state incoming needs the source's definition (from walm_vm_info on the source)")
+        if not listen_address:
+            raise WalmError("state incoming needs listen_address: the destination address the source connects to")
+        caps = capabilities_for(method)
+        pid = vmhost.running_pid(self.paths)
+        if pid:
+            status = vmhost.qmp_status(self.name, self.paths)
+            record = vmhost.read_record(self.paths) or {}
+            if status == "inmigrate" and record.get("role") == "incoming" and record.get("incoming_uri"):
+                return self.result(incoming_uri=record["incoming_uri"])
+            raise WalmError("VM '%s' already runs on this host (status %s): a destination must not have it; stop "
+                            "it first if it is a leftover" % (self.name, status), status=status)
+        d = self._prepare(definition, for_incoming=True)
+        if self.check_mode:
+            self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
+            return self.result(incoming_uri=None)
+        self.actions.append("start VM %s in incoming mode" % self.name)
+        self.changed = True
+        pid, argv = self._start(d, incoming=True)
+        try:
+            with QMP(self.name, self.paths.qmp_socket) as qmp:
+                set_capabilities(qmp, caps)
+                host = "[%s]" % listen_address if ":" in listen_address else listen_address
+                qmp.execute("migrate-incoming", {"uri": "tcp:%s:%d" % (host, int(listen_port))})
+                uri = self._bound_uri(qmp, host, listen_port)
+            self._record(d, argv, "incoming", incoming_uri=uri, method=method)
+        except Exception:
+            # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
+            vmhost.stop_qemu(self.name, self.paths)
+            raise
+        return self.result(incoming_uri=uri)
+
+    def _bound_uri(self, qmp, host, listen_port):
+        """The URI the source must use; with port 0 QEMU picks a free port and reports it."""
+        if int(listen_port):
+            return "tcp:%s:%d" % (host, int(listen_port))
+        addrs = qmp.execute("query-migrate").get("socket-address") or []
+        for a in addrs:
+            if a.get("type") in ("inet", "tcp") and a.get("port"):
+                return "tcp:%s:%s" % (host, a["port"])
+        raise WalmError("VM '%s': QEMU did not report the port it listens on; set listen_port explicitly"
+                        % self.name)
+
+    def stopped(self):
+        pid = vmhost.running_pid(self.paths)
+        record = vmhost.read_record(self.paths)
+        if pid:
+            self._act("stop VM %s (pid %d)" % (self.name, pid), vmhost.stop_qemu, self.name, self.paths)
+        if record:
+            for nic in (record.get("definition") or {}).get("nics", []):
+                if vmhost.tap_exists(nic["tap"]):
+                    self._act("delete tap %s" % nic["tap"], vmhost.delete_tap, nic["tap"])
+            self._act("remove record %s" % self.paths.record, _unlink, self.paths.record)
+        return self.result()
+
+
+def _unlink(path):
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def list_vm_info(state_dir, name=None):
+    """walm_vm_info: every recorded VM on this host, or just `name` (which must exist)."""
+    names = vmhost.list_vms(state_dir)
+    if name is not None:
+        if name not in names and not vmhost.running_pid(HostPaths(state_dir, name)):
+            raise WalmError("VM '%s' is not known on this host: no record in %s and no running QEMU for it "
+                            "(known here: %s)" % (name, state_dir, ", ".join(names) or "none"))
+        names = [name]
+    return [VMService(n, state_dir).info() for n in names]

@@ -1,0 +1,282 @@
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+"""Running VMs on this host: QEMU facts, disks, tap devices, starting, finding and stopping QEMU processes."""
+
+from __future__ import absolute_import, division, print_function
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+from .errors import WalmError
+from .qmp import QMP, QMPFailure
+from .vmdef import HostPaths, qemu_argv
+
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+def run(argv, timeout_s=60, check=True):
+    """Run a host command; a failure raises WalmError with the command and its stderr."""
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s,
+                              universal_newlines=True)
+    except FileNotFoundError:
+        raise WalmError("%s is not installed on this host" % argv[0])
+    except subprocess.TimeoutExpired:
+        raise WalmError("'%s' did not finish within %d s" % (" ".join(argv), timeout_s))
+    if check and proc.returncode != 0:
+        raise WalmError("'%s' failed (exit %d): %s" % (" ".join(argv), proc.returncode,
+                                                       (proc.stderr or proc.stdout).strip()))
+    return proc
+
+
+# -- QEMU facts -------------------------------------------------------------------------------------------------
+
+def qemu_version(binary=QEMU_BINARY):
+    """QEMU's version as (major, minor, micro) and the full first line of --version."""
+    out = run([binary, "--version"]).stdout.splitlines()[0]
+    m = re.search(r"version (\d+)\.(\d+)\.(\d+)", out)
+    if not m:
+        raise WalmError("cannot parse the QEMU version from %r" % out)
+    return tuple(int(x) for x in m.groups()), out.strip()
+
+
+def resolve_machine(machine, binary=QEMU_BINARY):
+    """Turn a machine alias (q35, pc) into the versioned type QEMU would use (pc-q35-10.0).
+
+    Migration needs the same versioned machine type on both sides; recording it at start pins it.
+    """
+    names = {}
+    for line in run([binary, "-machine", "help"]).stdout.splitlines():
+        m = re.match(r"^(\S+)\s+.*?(?:\(alias of (\S+)\))?$", line)
+        if m and not line.startswith("Supported"):
+            names[m.group(1)] = m.group(2) or m.group(1)
+    if machine not in names:
+        raise WalmError("machine type %r is not supported by this host's QEMU (%s); choose one of: %s"
+                        % (machine, binary, ", ".join(sorted(names))))
+    return names[machine]
+
+
+# -- disks ------------------------------------------------------------------------------------------------------
+
+def disk_info(disk):
+    """`qemu-img info` of a disk, or None if it does not exist."""
+    proc = run(["qemu-img", "info", "--output=json", "-U", "-f", disk["format"], disk["file"]], check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.strip()
+        if "No such file" in err or "ENOENT" in err or "does not exist" in err:
+            return None
+        raise WalmError("cannot inspect disk %s: %s" % (disk["file"], err))
+    return json.loads(proc.stdout)
+
+
+def create_disk(disk):
+    """Create a disk image. qcow2 gets preallocated metadata: QEMU's nfs:// driver never refreshes the file
+    length, so clusters allocated on the source after the destination opened a sparse image read as zeros there
+    (silent data loss found in the lab, shared/LAB.md)."""
+    argv = ["qemu-img", "create", "-q", "-f", disk["format"]]
+    if disk["format"] == "qcow2":
+        argv += ["-o", "preallocation=metadata"]
+    argv += [disk["file"], "%dM" % disk["size_mib"]]
+    run(argv, timeout_s=300)
+
+
+def check_disk_migratable(vm, disk):
+    """Refuse a sparse qcow2 opened through QEMU's nfs:// driver (see create_disk)."""
+    if disk["format"] != "qcow2" or not disk["file"].startswith("nfs://"):
+        return
+    proc = run(["qemu-img", "check", "--output=json", "-U", "-f", "qcow2", disk["file"]], check=False,
+               timeout_s=300)
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        raise WalmError("VM '%s': cannot check disk %s: %s" % (vm, disk["file"], proc.stderr.strip()))
+    total = report.get("total-clusters")
+    allocated = report.get("allocated-clusters", 0)
+    if total and allocated < total:
+        raise WalmError(
+            "VM '%s': disk %s is a sparse qcow2 (%d of %d clusters allocated) opened through QEMU's nfs:// "
+            "driver: live migration would silently lose data written during it. Convert it with "
+            "'qemu-img convert -O qcow2 -o preallocation=metadata' (or use raw) before starting the VM."
+            % (vm, disk["file"], allocated, total))
+
+
+# -- tap devices ------------------------------------------------------------------------------------------------
+
+def tap_exists(tap):
+    return os.path.exists("/sys/class/net/%s" % tap)
+
+
+def ensure_tap(nic):
+    """Create the NIC's tap device (vnet_hdr, as QEMU's virtio-net wants) and put it on its bridge.
+
+    Returns True when something was changed.
+    """
+    changed = False
+    tap = nic["tap"]
+    if not tap_exists(tap):
+        run(["ip", "tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"])
+        changed = True
+    if nic.get("bridge"):
+        master = os.path.realpath("/sys/class/net/%s/master" % tap)
+        if os.path.basename(master) != nic["bridge"]:
+            if not os.path.exists("/sys/class/net/%s/bridge" % nic["bridge"]):
+                raise WalmError("bridge %s for tap %s does not exist on this host" % (nic["bridge"], tap))
+            run(["ip", "link", "set", tap, "master", nic["bridge"]])
+            changed = True
+    with open("/sys/class/net/%s/flags" % tap) as f:
+        flags = int(f.read().strip(), 16)
+    if not flags & 0x1:  # IFF_UP
+        run(["ip", "link", "set", tap, "up"])
+        changed = True
+    return changed
+
+
+def delete_tap(tap):
+    if tap_exists(tap):
+        run(["ip", "link", "delete", tap], check=False)
+        return True
+    return False
+
+
+# -- processes --------------------------------------------------------------------------------------------------
+
+def read_pid(paths):
+    try:
+        with open(paths.pidfile) as f:
+            return int(f.read().strip() or 0) or None
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def process_is_vm(pid, name):
+    """True if pid is a live QEMU started for VM `name` (guards against a reused pid)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+    except (IOError, OSError):
+        return False
+    return ("guest=%s,debug-threads=on" % name).encode() in argv
+
+
+def running_pid(paths):
+    pid = read_pid(paths)
+    if pid and process_is_vm(pid, paths.name):
+        return pid
+    return None
+
+
+def read_record(paths):
+    try:
+        with open(paths.record) as f:
+            return json.load(f)
+    except (IOError, OSError):
+        return None
+    except ValueError as exc:
+        raise WalmError("VM record %s is corrupt: %s" % (paths.record, exc))
+
+
+def write_record(paths, record):
+    tmp = paths.record + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    os.rename(tmp, paths.record)
+
+
+def list_vms(state_dir):
+    """Names of the VMs that have a record in state_dir."""
+    if not os.path.isdir(state_dir):
+        return []
+    return sorted(f[:-5] for f in os.listdir(state_dir) if f.endswith(".json"))
+
+
+def ensure_state_dir(state_dir):
+    if not os.path.isdir(state_dir):
+        os.makedirs(state_dir, 0o700)
+        return True
+    return False
+
+
+def start_qemu(definition, paths, incoming=False, binary=QEMU_BINARY, timeout_s=30):
+    """Start QEMU daemonized for a normalized definition; returns the pid.
+
+    The QMP socket and pidfile are created with mode 0600 (umask 077): the monitor is root's alone.
+    """
+    argv = qemu_argv(definition, paths, binary, incoming=incoming)
+    for stale in (paths.qmp_socket, paths.pidfile):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    old_umask = os.umask(0o077)
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                universal_newlines=True, close_fds=True)
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise WalmError("VM '%s': QEMU did not finish starting within %d s" % (definition["name"], timeout_s))
+    finally:
+        os.umask(old_umask)
+    if proc.returncode != 0:
+        raise WalmError("VM '%s': QEMU failed to start (exit %d): %s"
+                        % (definition["name"], proc.returncode, (err or out).strip()),
+                        argv=argv)
+    pid = read_pid(paths)
+    if not pid:
+        raise WalmError("VM '%s': QEMU started but wrote no pidfile %s" % (definition["name"], paths.pidfile))
+    return pid, argv
+
+
+def qmp_status(name, paths, timeout_s=10):
+    """query-status of a running VM: e.g. 'running', 'paused', 'inmigrate', 'postmigrate'."""
+    with QMP(name, paths.qmp_socket, timeout_s) as qmp:
+        return qmp.execute("query-status")["status"]
+
+
+def stop_qemu(name, paths, timeout_s=30):
+    """Stop a VM's QEMU: QMP 'quit', then SIGTERM, then SIGKILL; returns True if a process was stopped."""
+    pid = running_pid(paths)
+    if not pid:
+        return False
+    try:
+        with QMP(name, paths.qmp_socket, 5) as qmp:
+            qmp.execute("quit")
+    except QMPFailure:
+        pass  # QEMU often drops the connection while quitting; the pid check below decides.
+    deadline = time.time() + timeout_s
+    sent_term = False
+    while process_is_vm(pid, name):
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+            break
+        if not sent_term and time.time() > deadline - timeout_s / 2.0:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+            sent_term = True
+        time.sleep(0.1)
+    for f in (paths.qmp_socket, paths.pidfile):
+        if os.path.exists(f):
+            os.unlink(f)
+    return True
+
+
+def wait_status(name, paths, wanted, timeout_s, poll_s=0.2):
+    """Poll query-status until it is one of `wanted`; returns the last status (may not be wanted on timeout)."""
+    deadline = time.time() + timeout_s
+    status = None
+    while True:
+        status = qmp_status(name, paths)
+        if status in wanted or time.time() >= deadline:
+            return status
+        time.sleep(poll_s)
+
+
+__all__ = ["HostPaths"]

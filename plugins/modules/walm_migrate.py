@@ -1,0 +1,194 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: walm_migrate
+short_description: Live-migrate a QEMU VM from this host to a prepared destination, and report how it went
+version_added: "0.1.0"
+description:
+  - Runs on the source host. Sets the migration capabilities and parameters on the source QEMU through QMP,
+    starts C(migrate) to O(destination_uri) (a destination prepared with M(walm.qemu.walm_vm) O(state=incoming)),
+    polls C(query-migrate) every O(poll_interval_ms) and keeps one progress snapshot per pass, until the migration
+    completes, fails or exceeds O(timeout_s).
+  - A migration that fails or times out is cancelled and the VM keeps running on the source (resumed with C(cont)
+    if QEMU left it paused); the module then fails with the reason and the VM's state.
+  - After success the source QEMU is left in state C(postmigrate) (not running, nothing lost): check that the VM
+    runs on the destination (M(walm.qemu.walm_vm) O(state=started) with O(walm.qemu.walm_vm#module:wait_running_s)),
+    then stop the source copy (M(walm.qemu.walm_vm) O(state=stopped)). C(playbooks/migrate_vm.yml) does this.
+  - This version runs pre-copy; post-copy and hybrid follow.
+author: WALM developers
+requirements:
+  - Python 3.8 or later on the host
+  - qemu.qmp (Python library) on the host
+  - QEMU 7.2 or later on both hosts
+options:
+  name:
+    description: The VM to migrate (as started by M(walm.qemu.walm_vm) on this host).
+    type: str
+    required: true
+  state_dir:
+    description: Where M(walm.qemu.walm_vm) keeps the VM's files on this host.
+    type: path
+    default: /run/walm
+  destination_uri:
+    description: Migration URI of the prepared destination, as returned by M(walm.qemu.walm_vm) O(state=incoming).
+    type: str
+    required: true
+  method:
+    description: Migration method.
+    type: str
+    choices: [precopy]
+    default: precopy
+  max_bandwidth_mib_s:
+    description: Bandwidth cap for the migration stream in MiB/s; V(0) means no cap (the link is the limit).
+    type: float
+    default: 0
+  downtime_limit_ms:
+    description: Longest pause QEMU may take to switch over (C(downtime-limit)).
+    type: int
+    default: 300
+  timeout_s:
+    description:
+      - Give up when the migration has not completed after this many seconds; the migration is cancelled and
+        the VM keeps running on the source. Pre-copy does not converge when the guest dirties memory about as
+        fast as the link carries it.
+    type: float
+    default: 600
+  poll_interval_ms:
+    description: How often C(query-migrate) is polled for progress.
+    type: int
+    default: 100
+notes:
+  - Check mode connects to the source QEMU and checks it can be migrated (running, not already migrating,
+    capabilities supported), touching nothing.
+  - Statistics come from the source (the destination's C(query-migrate) reports status only on QEMU 7.2).
+seealso:
+  - module: walm.qemu.walm_vm
+"""
+
+EXAMPLES = r"""
+- name: Migrate vm1 to the destination prepared earlier
+  walm.qemu.walm_migrate:
+    name: vm1
+    destination_uri: "{{ incoming.incoming_uri }}"
+    downtime_limit_ms: 300
+    timeout_s: 300
+  register: migration
+
+- name: Report
+  ansible.builtin.debug:
+    msg: "TMT {{ migration.total_time_ms }} ms, downtime {{ migration.downtime_ms }} ms"
+"""
+
+RETURN = r"""
+status:
+  description: V(completed), V(failed) or V(timeout) (failures also fail the task), V(would-migrate) in check mode.
+  returned: always
+  type: str
+method:
+  description: The method used.
+  returned: always
+  type: str
+total_time_ms:
+  description: Total migration time as QEMU reports it (from C(migrate) to completion).
+  returned: always
+  type: int
+  sample: 1843
+downtime_ms:
+  description: Time the guest was stopped for the switchover, as QEMU reports it.
+  returned: always
+  type: int
+  sample: 41
+setup_time_ms:
+  description: Time QEMU spent setting up before sending memory.
+  returned: always
+  type: int
+transferred_bytes:
+  description: Bytes sent for guest RAM.
+  returned: always
+  type: int
+passes:
+  description: Passes over guest memory (QEMU's C(dirty-sync-count), which includes the final one).
+  returned: always
+  type: int
+postcopy_requests:
+  description: Pages the destination requested during post-copy (0 for pre-copy).
+  returned: always
+  type: int
+wall_time_ms:
+  description: Time this module spent from C(migrate) to the final state.
+  returned: always
+  type: int
+source_stop_time:
+  description: When the source stopped the guest (QMP STOP event, seconds since the epoch, host clock).
+  returned: when completed
+  type: float
+source_status:
+  description: The VM's run state on the source afterwards (C(postmigrate) after success, C(running) after a
+    failure).
+  returned: always
+  type: str
+snapshots:
+  description: One progress snapshot per pass (C(t_ms), C(pass), C(transferred_bytes), C(remaining_bytes),
+    C(dirty_pages_rate), C(mbps)).
+  returned: always
+  type: list
+  elements: dict
+capabilities:
+  description: Migration capabilities set on the source.
+  returned: always
+  type: dict
+parameters:
+  description: Migration parameters set on the source (C(max-bandwidth) in bytes/s, C(downtime-limit) in ms).
+  returned: always
+  type: dict
+error:
+  description: Why the migration failed, or null.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state_dir=dict(type="path", default="/run/walm"),
+            destination_uri=dict(type="str", required=True),
+            method=dict(type="str", default="precopy", choices=["precopy"]),
+            max_bandwidth_mib_s=dict(type="float", default=0),
+            downtime_limit_ms=dict(type="int", default=300),
+            timeout_s=dict(type="float", default=600),
+            poll_interval_ms=dict(type="int", default=100),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
+
+    from ansible_collections.walm.qemu.plugins.module_utils.migration import migrate_vm
+
+    try:
+        result = migrate_vm(module.params, check_mode=module.check_mode)
+    except WalmError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    if result["status"] not in ("completed", "would-migrate"):
+        module.fail_json(msg="VM '%s': %s; the VM is %s on the source" % (
+            module.params["name"], result["error"], result["source_status"]), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

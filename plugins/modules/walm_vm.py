@@ -1,0 +1,276 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: walm_vm
+short_description: Start, prepare as a migration destination, or stop a QEMU VM on this host
+version_added: "0.1.0"
+description:
+  - Starts a QEMU VM from a small definition (memory, vCPUs, accelerator, disks on shared storage, tap NICs,
+    direct kernel boot), daemonized, with a QMP unix socket (mode 0600), a pidfile and a serial console log under
+    O(state_dir), and records the definition so the destination of a migration can start an identical QEMU.
+  - With O(state=incoming), starts the VM as a migration destination from the source's recorded definition
+    (C(-incoming defer)), sets the migration capabilities of O(migration_method) and listens with
+    C(migrate-incoming); returns the URI the source must migrate to.
+  - With O(state=started) on a destination that is receiving a migration, waits up to O(wait_running_s) for the
+    guest to run there.
+  - With O(state=stopped), stops QEMU (QMP C(quit), then SIGTERM, then SIGKILL), deletes the VM's tap devices and
+    its record.
+  - New qcow2 disks are created with preallocated metadata, and a sparse qcow2 opened through QEMU's C(nfs://)
+    driver is refused, because live migration silently loses data written to such an image.
+author: WALM developers
+requirements:
+  - Python 3.8 or later on the host
+  - qemu.qmp (Python library) on the host
+  - QEMU 7.2 or later (qemu-system-x86_64, qemu-img), iproute2
+options:
+  name:
+    description: The VM's name; names its files under O(state_dir) and the QEMU process (C(-name guest=NAME)).
+    type: str
+    required: true
+  state:
+    description:
+      - V(started) ensures the VM runs here (starting it from O(definition) if it does not run; resuming it if
+        paused).
+      - V(incoming) starts it as the destination of a migration.
+      - V(stopped) ensures it does not run here.
+    type: str
+    choices: [started, incoming, stopped]
+    default: started
+  definition:
+    description:
+      - The VM definition. Required to start a VM that does not run yet, and for O(state=incoming) (pass the
+        C(definition) that M(walm.qemu.walm_vm_info) returns on the source: it carries the versioned machine type).
+    type: dict
+    suboptions:
+      name:
+        description: Must equal O(name) if given.
+        type: str
+      memory_mib:
+        description: Guest RAM in MiB.
+        type: int
+        default: 512
+      vcpus:
+        description: Number of vCPUs.
+        type: int
+        default: 1
+      accel:
+        description: Accelerator. Real hosts use V(kvm); V(tcg) is for hosts without usable KVM (the lab).
+        type: str
+        choices: [kvm, tcg]
+        default: kvm
+      cpu_model:
+        description: QEMU CPU model (C(-cpu)); unset uses QEMU's default. V(host) needs O(definition.accel=kvm).
+        type: str
+      machine:
+        description: Machine type; an alias such as V(q35) is resolved to the versioned type when the VM starts.
+        type: str
+        default: q35
+      kernel:
+        description: Kernel image for direct kernel boot.
+        type: path
+      initrd:
+        description: Initramfs for direct kernel boot.
+        type: path
+      append:
+        description: Kernel command line for direct kernel boot.
+        type: str
+      disks:
+        description: Virtio disks, opened with the same path or URL on source and destination (shared storage).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          file:
+            description: Image path or C(nfs://SERVER/EXPORT/FILE) URL.
+            type: str
+            required: true
+          format:
+            description: Image format.
+            type: str
+            choices: [qcow2, raw]
+            default: qcow2
+          cache:
+            description: QEMU cache mode; shared storage for migration wants V(none).
+            type: str
+            default: none
+          size_mib:
+            description: Size when the image is created.
+            type: int
+          create:
+            description: Create the image (qcow2 with preallocated metadata) if it does not exist.
+            type: bool
+            default: false
+      nics:
+        description: Virtio NICs on tap devices; the same tap name must exist (or be creatable) on both hosts.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          tap:
+            description: Tap device name; created (vnet_hdr) if missing.
+            type: str
+            required: true
+          mac:
+            description: Fixed guest MAC address.
+            type: str
+            required: true
+          bridge:
+            description: Bridge the tap is attached to.
+            type: str
+      extra_args:
+        description: Further QEMU arguments, appended verbatim on both hosts.
+        type: list
+        elements: str
+        default: []
+  state_dir:
+    description: Directory for the VM's QMP socket, pidfile, console log and record on this host.
+    type: path
+    default: /run/walm
+  listen_address:
+    description: With O(state=incoming), the address of this host the source connects to.
+    type: str
+  listen_port:
+    description: With O(state=incoming), the TCP port to listen on; V(0) lets QEMU pick a free port.
+    type: int
+    default: 0
+  migration_method:
+    description: With O(state=incoming), the method the source will use; decides the capabilities set here.
+    type: str
+    choices: [precopy]
+    default: precopy
+  wait_running_s:
+    description: With O(state=started), how long to wait for a VM that is receiving a migration to run.
+    type: float
+    default: 0
+  force_resume:
+    description:
+      - Resume a VM that completed an outgoing migration (QEMU state C(postmigrate)). Only safe when the
+        destination copy is gone: two running copies corrupt the shared disk.
+    type: bool
+    default: false
+  qemu_binary:
+    description: QEMU system emulator to run.
+    type: str
+    default: qemu-system-x86_64
+notes:
+  - Check mode reports what would be done and touches nothing.
+  - The lab (playbooks/lab_setup.yml) sets O(state_dir) per host through the inventory variable C(walm_state_dir).
+seealso:
+  - module: walm.qemu.walm_vm_info
+  - module: walm.qemu.walm_migrate
+"""
+
+EXAMPLES = r"""
+- name: Start a VM with its disk on NFS
+  walm.qemu.walm_vm:
+    name: vm1
+    definition:
+      memory_mib: 1024
+      vcpus: 2
+      disks:
+        - file: nfs://10.0.0.2/vms/vm1.qcow2
+          size_mib: 4096
+          create: true
+      nics:
+        - tap: tap-vm1
+          mac: "52:54:00:00:00:01"
+          bridge: br0
+
+- name: Prepare the destination from the source's record
+  walm.qemu.walm_vm:
+    name: vm1
+    state: incoming
+    definition: "{{ src_info.vms[0].definition }}"
+    listen_address: 10.0.0.2
+  register: incoming
+
+- name: Stop the VM
+  walm.qemu.walm_vm:
+    name: vm1
+    state: stopped
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or, in check mode, would be done).
+  returned: always
+  type: list
+  elements: str
+incoming_uri:
+  description: With O(state=incoming), the URI the source must migrate to.
+  returned: when state is incoming
+  type: str
+  sample: tcp:10.77.0.2:40233
+vm:
+  description: The VM as this host sees it afterwards.
+  returned: always
+  type: dict
+  contains:
+    name: {description: VM name, type: str, returned: always}
+    pid: {description: QEMU process id, or null if not running, type: int, returned: always}
+    running: {description: Whether a QEMU process for the VM runs here, type: bool, returned: always}
+    status: {description: "QMP run state (running, paused, inmigrate, postmigrate, ...)", type: str,
+             returned: always}
+    qmp_socket: {description: Path of the QMP socket, type: str, returned: always}
+    console_log: {description: Path of the serial console log, type: str, returned: always}
+    definition: {description: The recorded definition (machine type resolved), type: dict, returned: when recorded}
+    role: {description: "V(source) when started here, V(incoming) when started as a destination", type: str,
+           returned: when recorded}
+    qemu_version: {description: QEMU version line of the binary that runs the VM, type: str,
+                   returned: when recorded}
+    argv: {description: The QEMU command line, type: list, elements: str, returned: when recorded}
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="started", choices=["started", "incoming", "stopped"]),
+            definition=dict(type="dict"),
+            state_dir=dict(type="path", default="/run/walm"),
+            listen_address=dict(type="str"),
+            listen_port=dict(type="int", default=0),
+            migration_method=dict(type="str", default="precopy", choices=["precopy"]),
+            wait_running_s=dict(type="float", default=0),
+            force_resume=dict(type="bool", default=False),
+            qemu_binary=dict(type="str", default="qemu-system-x86_64"),
+        ),
+        required_if=[("state", "incoming", ("definition", "listen_address"))],
+        supports_check_mode=True,
+    )
+    if not HAS_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
+
+    from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService
+
+    p = module.params
+    service = VMService(p["name"], p["state_dir"], check_mode=module.check_mode, qemu_binary=p["qemu_binary"])
+    try:
+        if p["state"] == "started":
+            result = service.started(p["definition"], p["wait_running_s"], p["force_resume"])
+        elif p["state"] == "incoming":
+            result = service.incoming(p["definition"], p["listen_address"], p["listen_port"],
+                                      p["migration_method"])
+        else:
+            result = service.stopped()
+    except WalmError as exc:
+        module.fail_json(msg=str(exc), actions=service.actions, **exc.details)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

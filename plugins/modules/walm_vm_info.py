@@ -1,0 +1,92 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: walm_vm_info
+short_description: Report the WALM-managed QEMU VMs on this host and their recorded definitions
+version_added: "0.1.0"
+description:
+  - Reads the VM records under O(state_dir) and asks each running VM's QEMU for its state over QMP.
+  - The returned C(definition) is what M(walm.qemu.walm_vm) needs to start the same VM as a migration
+    destination on another host.
+author: WALM developers
+requirements:
+  - Python 3.8 or later on the host
+  - qemu.qmp (Python library) on the host
+options:
+  name:
+    description: Report only this VM. Fails if it has no record and does not run on this host.
+    type: str
+  state_dir:
+    description: Directory where M(walm.qemu.walm_vm) keeps the VMs' files on this host.
+    type: path
+    default: /run/walm
+notes:
+  - Read-only; supports check mode.
+seealso:
+  - module: walm.qemu.walm_vm
+"""
+
+EXAMPLES = r"""
+- name: Read vm1's definition on the source
+  walm.qemu.walm_vm_info:
+    name: vm1
+  register: src_info
+
+- name: Show it
+  ansible.builtin.debug:
+    var: src_info.vms[0].definition
+"""
+
+RETURN = r"""
+vms:
+  description: One entry per VM, sorted by name; same keys as the C(vm) return value of M(walm.qemu.walm_vm).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - name: vm1
+      pid: 4242
+      running: true
+      status: running
+      role: source
+      qmp_socket: /run/walm/vm1.qmp
+      console_log: /run/walm/vm1.console.log
+      qemu_version: QEMU emulator version 10.0.2
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str"),
+            state_dir=dict(type="path", default="/run/walm"),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
+
+    from ansible_collections.walm.qemu.plugins.module_utils.vm_service import list_vm_info
+
+    try:
+        vms = list_vm_info(module.params["state_dir"], module.params["name"])
+    except WalmError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    module.exit_json(changed=False, vms=vms)
+
+
+if __name__ == "__main__":
+    main()

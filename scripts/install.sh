@@ -1,0 +1,81 @@
+#!/bin/bash
+# Install everything the WALM lab and tests need, on Debian 12 (bookworm) or 13 (trixie), as root.
+# Idempotent: a second run only checks. Usage: scripts/install.sh [VENV_DIR]
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${1:-$here/.venv}"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: must run as root (apt-get, network namespaces)" >&2
+    exit 1
+fi
+
+. /etc/os-release
+apt_target=()
+if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    # Debian 12's QEMU 7.2 corrupts TCG guests in pre-copy (shared/LAB.md): the lab runs QEMU 10 from backports.
+    src=/etc/apt/sources.list.d/walm-bookworm-backports.sources
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        cat > "$src" <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+        rm -f /var/lib/walm-apt-updated
+    fi
+    apt_target=(-t bookworm-backports)
+fi
+
+# Never let package installs start daemons: the lab starts its own, inside namespaces.
+created_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+fi
+trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+
+qemu_pkgs=(qemu-system-x86 qemu-utils qemu-block-extra)
+pkgs=(busybox-static cpio gzip socat iproute2 openssh-server
+      openssh-client nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils gcc libc6-dev sysbench kmod xz-utils
+      python3 python3-venv make procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# QEMU alone from backports on bookworm; everything else from the release itself.
+need_qemu=0
+for p in "${qemu_pkgs[@]}"; do
+    v="$(dpkg-query -W -f='${Status} ${Version}' "$p" 2>/dev/null || true)"
+    case "$v" in
+        "install ok installed "*) [ "${#apt_target[@]}" -gt 0 ] && case "$v" in *bpo*) ;; *) need_qemu=1 ;; esac ;;
+        *) need_qemu=1 ;;
+    esac
+done
+if [ "$need_qemu" = 1 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${apt_target[@]}" "${qemu_pkgs[@]}"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    /usr/bin/python3 -m venv "$venv"
+fi
+if ! cmp -s "$here/requirements.txt" "$venv/.walm-requirements.txt"; then
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -r "$here/requirements.txt"
+    cp "$here/requirements.txt" "$venv/.walm-requirements.txt"
+fi
+# Ansible finds the collection (walm.qemu.*) through ansible.cfg's collections_path.
+mkdir -p "$here/.collections/ansible_collections/walm"
+ln -sfn "$here" "$here/.collections/ansible_collections/walm/qemu"
+echo "install.sh: ok ($(qemu-system-x86_64 --version | head -1); $("$venv/bin/ansible" --version | head -1))"
