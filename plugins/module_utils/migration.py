@@ -182,6 +182,7 @@ class Migration(object):
 
     def _cancel(self, qmp, t0, snapshots, info):
         """Pre-copy did not finish in time: cancel, and make sure the VM runs on here again."""
+        last = info  # statistics of the migration as it stood; query-migrate drops them once cancelled
         qmp.execute("migrate_cancel")
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -189,10 +190,12 @@ class Migration(object):
             if info.get("status") in FINAL_STATES:
                 break
             time.sleep(0.1)
-        return self._failed(qmp, "migration did not complete within timeout_s=%d s (pass %s, %s bytes "
-                                 "remaining); cancelled" % (self.timeout_s, (info.get("ram") or {}).get(
-                                     "dirty-sync-count"), (info.get("ram") or {}).get("remaining")),
-                            t0, snapshots, info, status="timeout")
+        ram = last.get("ram") or {}
+        return self._failed(qmp, "migration did not complete within timeout_s=%d s (after %s passes, %.1f MiB "
+                                 "still dirty, %.1f MiB sent); cancelled"
+                            % (self.timeout_s, ram.get("dirty-sync-count"), ram.get("remaining", 0) / MIB,
+                               ram.get("transferred", 0) / MIB),
+                            t0, snapshots, last, status="timeout")
 
     def _failed(self, qmp, error, t0, snapshots, info=None, status="failed"):
         """A pre-copy that failed leaves the source in charge: resume it if QEMU left it paused."""

@@ -133,7 +133,7 @@ class QMP(object):
         except asyncio.TimeoutError:
             self._fail(what, "no reply within %.1f s" % timeout)
         except ExecuteError as exc:
-            self._fail(what, "QEMU refused it: %s: %s" % (exc.error_class, exc.error_message),
+            self._fail(what, "QEMU refused it: %s: %s" % (exc.error_class, exc),
                        error_class=exc.error_class)
         except StateError as exc:
             self._connected = False

@@ -68,7 +68,7 @@ def disk_info(disk):
     proc = run(["qemu-img", "info", "--output=json", "-U", "-f", disk["format"], disk["file"]], check=False)
     if proc.returncode != 0:
         err = proc.stderr.strip()
-        if "No such file" in err or "ENOENT" in err or "does not exist" in err:
+        if "No such file" in err or "NOENT" in err or "does not exist" in err:
             return None
         raise WalmError("cannot inspect disk %s: %s" % (disk["file"], err))
     return json.loads(proc.stdout)
@@ -211,6 +211,9 @@ def start_qemu(definition, paths, incoming=False, binary=QEMU_BINARY, timeout_s=
     for stale in (paths.qmp_socket, paths.pidfile):
         if os.path.exists(stale):
             os.unlink(stale)
+    if os.path.exists(paths.console_log):
+        # One log per QEMU process: keep the previous one beside it rather than mixing two boots.
+        os.rename(paths.console_log, paths.console_log + ".prev")
     old_umask = os.umask(0o077)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -1,0 +1,139 @@
+"""Real pre-copy migrations between the lab's two SSH hosts, driven by playbooks/migrate_vm.yml.
+
+Outcomes asserted: the migration completed, the VM runs on the destination and not on the source, the guest's own
+memory check reports no corruption after the migration, and the disk records written before it read back after it.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
+from walmlab import (console_log, console_text, kernel_trouble, migrate, module, parse_console, pid_running, start_vm,
+                     state_dir, stop_vm, wait_until)
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def vm(lab, request):
+    name = "it-" + request.node.name.replace("test_", "")[:20].replace("_", "-")
+    yield name
+    stop_vm(name)
+    assert not pid_running("walm-src", name) and not pid_running("walm-dst", name)
+
+
+def qmp_status(host, name):
+    with QMP(name, os.path.join(state_dir(host), name + ".qmp"), 10) as q:
+        return q.execute("query-status")["status"]
+
+
+def last(records, key):
+    return records[-1][key] if records else None
+
+
+def assert_migrated_intact(name, workload, progress_key):
+    src_log, dst_log = console_log("walm-src", name), console_log("walm-dst", name)
+    # The workload and the disk check ran on the source before the migration.
+    before = wait_until(lambda: len(parse_console(src_log, workload)) >= 3 and parse_console(src_log, "disk"),
+                        60, "%s progress on the source" % workload)
+    assert before
+    disk_written_before = last(parse_console(src_log, "disk"), "written")
+    progress_before = last(parse_console(src_log, workload), progress_key)
+    assert disk_written_before and disk_written_before > 0
+
+    proc, result = migrate(name)
+    assert result is not None, proc.stdout[-3000:]
+    assert result["status"] == "completed", result
+    assert result["destination_status"] == "running"
+    assert result["total_time_ms"] > 0 and result["downtime_ms"] >= 0 and result["passes"] >= 1
+    assert result["transferred_bytes"] > 0
+
+    # Running on the destination, gone from the source.
+    assert pid_running("walm-dst", name)
+    assert qmp_status("walm-dst", name) == "running"
+    assert not pid_running("walm-src", name)
+
+    # The guest proves it survived: it keeps making progress on the destination with no error.
+    src_records = parse_console(src_log, workload)
+    dst_records = wait_until(lambda: [r for r in parse_console(dst_log, workload)
+                                      if r[progress_key] > progress_before][3:], 60,
+                             "%s progress on the destination" % workload)
+    assert dst_records
+    for rec in src_records + parse_console(dst_log, workload):
+        assert rec.get("errors", 0) == 0, rec
+    assert "ERROR" not in console_text(dst_log) and "ERROR" not in console_text(src_log)
+    assert kernel_trouble(dst_log) == []
+    # Disk: the records written on the source are re-read and checked on the destination.
+    # Every disk line re-reads all records written so far: a line past the source's last write has checked them.
+    disk = wait_until(lambda: [r for r in parse_console(dst_log, "disk")
+                               if r.get("written", 0) > disk_written_before
+                               and r.get("blocks_in_use", 0) > disk_written_before], 60,
+                      "disk check on the destination")
+    assert all(r["errors"] == 0 for r in parse_console(dst_log, "disk") + parse_console(src_log, "disk"))
+    assert disk[-1]["written"] > disk_written_before
+    return result
+
+
+def test_precopy_verify_guest(vm):
+    start_vm(vm, "verify", {"verify_mib": 128, "rate_mib_s": 32})
+    result = assert_migrated_intact(vm, "verify", "pass")
+    print("verify guest: TMT %s ms, DT %s ms, %s passes" % (result["total_time_ms"], result["downtime_ms"],
+                                                            result["passes"]))
+
+
+def test_precopy_wset_guest(vm):
+    start_vm(vm, "wset", {"wset_mib": 128, "rate_mib_s": 20})
+    result = assert_migrated_intact(vm, "wset", "written_mib")
+    # A writer makes pre-copy resend memory: more than one pass over RAM.
+    assert result["passes"] >= 2
+    print("wset guest: TMT %s ms, DT %s ms, %s passes" % (result["total_time_ms"], result["downtime_ms"],
+                                                          result["passes"]))
+
+
+def test_disk_image_clean_after_migration(vm):
+    start_vm(vm, "idle")
+    proc, result = migrate(vm)
+    assert result["status"] == "completed"
+    stop_vm(vm)
+    url = "nfs://10.77.0.2/walm/%s.qcow2" % vm
+    check = subprocess.run(["ip", "netns", "exec", "walm-src", "qemu-img", "check", url],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    assert check.returncode == 0, check.stdout
+    assert "No errors were found" in check.stdout
+
+
+def test_unknown_vm_fails_clearly(lab):
+    proc, result = migrate("no-such-vm", check=False)
+    assert proc.returncode != 0
+    assert "VM 'no-such-vm' is not known on this host" in proc.stdout
+
+
+def test_destination_not_listening_leaves_vm_running(vm):
+    start_vm(vm, "verify", {"verify_mib": 64, "rate_mib_s": 32})
+    src_log = console_log("walm-src", vm)
+    wait_until(lambda: len(parse_console(src_log, "verify")) >= 2, 60, "verify progress")
+    # Nothing listens on port 9 of the destination host.
+    ok, result = module("walm-src", "walm.qemu.walm_migrate",
+                        {"name": vm, "state_dir": state_dir("walm-src"), "destination_uri": "tcp:10.77.0.2:9",
+                         "timeout_s": 60}, check=False)
+    assert not ok
+    assert "VM '%s'" % vm in result["msg"] and "failed" in result["msg"], result["msg"]
+    assert result["source_status"] == "running"
+    assert qmp_status("walm-src", vm) == "running"
+    seen = last(parse_console(src_log, "verify"), "pass")
+    wait_until(lambda: last(parse_console(src_log, "verify"), "pass") > seen, 30, "the guest to keep running")
+    assert all(r["errors"] == 0 for r in parse_console(src_log, "verify"))
+
+
+def test_destination_preparation_fails_leaves_vm_running(vm):
+    """A destination given an unpinned machine type refuses before anything starts; the source is untouched."""
+    start_vm(vm, "idle")
+    ok, res = module("walm-dst", "walm.qemu.walm_vm",
+                     {"name": vm, "state": "incoming", "state_dir": state_dir("walm-dst"),
+                      "definition": {"name": vm, "machine": "q35", "accel": "tcg"},
+                      "listen_address": "10.77.0.2"}, check=False)
+    assert not ok and "versioned machine type" in res["msg"]
+    assert not pid_running("walm-dst", vm)
+    assert qmp_status("walm-src", vm) == "running"
