@@ -226,6 +226,10 @@ def start_qemu(definition, paths, incoming=False, binary=QEMU_BINARY, timeout_s=
     finally:
         os.umask(old_umask)
     if proc.returncode != 0:
+        # QEMU may have created its socket before failing: leave no stale files for the next start.
+        for stale in (paths.qmp_socket, paths.pidfile):
+            if os.path.exists(stale):
+                os.unlink(stale)
         raise WalmError("VM '%s': QEMU failed to start (exit %d): %s"
                         % (definition["name"], proc.returncode, (err or out).strip()),
                         argv=argv)
