@@ -14,24 +14,43 @@ import time
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
 
-METHODS = ("precopy",)
+METHODS = ("precopy", "postcopy", "hybrid")
+ON_TIMEOUT = ("abort", "postcopy")
 MIB = 1024 * 1024
 
 # query-migrate states in which a migration is still under way.
 ACTIVE_STATES = ("setup", "active", "device", "pre-switchover", "postcopy-active", "postcopy-paused",
                  "postcopy-recover", "postcopy-recover-setup", "wait-unplug", "cancelling", "colo")
 FINAL_STATES = ("completed", "failed", "cancelled")
+POSTCOPY_STATES = ("postcopy-active", "postcopy-paused", "postcopy-recover", "postcopy-recover-setup")
+# postcopy-preempt (faulted pages on their own channel, ahead of the background stream) exists since QEMU 8.0.
+PREEMPT_MIN_VERSION = (8, 0, 0)
 
 
-def capabilities_for(method):
+def needs_postcopy(method, on_timeout="abort"):
+    return method in ("postcopy", "hybrid") or on_timeout == "postcopy"
+
+
+def capabilities_for(method, on_timeout="abort", qemu_versions=()):
     """Migration capabilities both sides set for a method.
 
     return-path lets the destination report a failed load to the source, so a broken destination is not
-    mistaken for success (without it the source declares success as soon as it has sent everything).
+    mistaken for success (without it the source declares success as soon as it has sent everything); post-copy
+    needs it too. postcopy-ram must be set on both sides before `migrate`, also when pre-copy may be switched to
+    post-copy at its timeout. postcopy-preempt is used only when every QEMU involved (`qemu_versions`, tuples)
+    is 8.0 or newer, since both sides must agree. multifd is never combined with post-copy (crashes QEMU 7.2).
     """
     if method not in METHODS:
         raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
-    return {"events": True, "return-path": True}
+    if on_timeout not in ON_TIMEOUT:
+        raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
+    caps = {"events": True, "return-path": True}
+    if needs_postcopy(method, on_timeout):
+        caps["postcopy-ram"] = True
+        versions = [tuple(v) for v in qemu_versions if v]
+        if versions and min(versions) >= PREEMPT_MIN_VERSION:
+            caps["postcopy-preempt"] = True
+    return caps
 
 
 def set_capabilities(qmp, caps):
@@ -60,38 +79,69 @@ def _snapshot(info, t0):
 
 
 class Migration(object):
-    """One outgoing migration of the VM behind a QMP socket on this host."""
+    """One outgoing migration of the VM behind a QMP socket on this host.
+
+    precopy: passes over memory until the remainder fits the downtime limit.
+    postcopy: switch to post-copy as soon as the first pass has started (the research's vanilla post-copy).
+    hybrid: switch after `switch_after_passes` complete pre-copy passes (unless pre-copy converges first).
+    """
 
     def __init__(self, vm, qmp_socket, destination_uri, method="precopy", max_bandwidth_mib_s=0,
-                 downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10):
+                 downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
+                 switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None):
         if method not in METHODS:
             raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
+        if on_timeout not in ON_TIMEOUT:
+            raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
         if not destination_uri or ":" not in destination_uri:
             raise WalmError("destination_uri %r is not a QEMU migration URI (e.g. tcp:10.0.0.2:49152)"
                             % (destination_uri,))
         if max_bandwidth_mib_s is None or max_bandwidth_mib_s < 0:
             raise WalmError("max_bandwidth_mib_s must be 0 (no limit) or positive")
+        if max_postcopy_bandwidth_mib_s is None or max_postcopy_bandwidth_mib_s < 0:
+            raise WalmError("max_postcopy_bandwidth_mib_s must be 0 (no limit) or positive")
         if downtime_limit_ms is None or downtime_limit_ms <= 0:
             raise WalmError("downtime_limit_ms must be positive")
         if timeout_s is None or timeout_s <= 0:
             raise WalmError("timeout_s must be positive")
+        if switch_after_passes is None or int(switch_after_passes) < 1:
+            raise WalmError("switch_after_passes must be at least 1 (use method postcopy to switch during the "
+                            "first pass)")
         self.vm = vm
         self.qmp_socket = qmp_socket
         self.destination_uri = destination_uri
         self.method = method
+        self.on_timeout = on_timeout
         self.max_bandwidth_mib_s = max_bandwidth_mib_s
+        self.max_postcopy_bandwidth_mib_s = max_postcopy_bandwidth_mib_s
         self.downtime_limit_ms = int(downtime_limit_ms)
         self.timeout_s = float(timeout_s)
         self.poll_s = max(0.01, poll_interval_ms / 1000.0)
         self.qmp_timeout_s = qmp_timeout_s
+        # QEMU counts a sync before the first pass, so pass p is under way while dirty-sync-count == p.
+        self.switch_after_passes = {"precopy": None, "postcopy": 0,
+                                    "hybrid": int(switch_after_passes)}[method]
+        # dirty-sync-count value at which to switch: k complete passes have been sent when it reaches k + 1.
+        self._switch_at_sync = None if self.switch_after_passes is None else self.switch_after_passes + 1
+        self.capabilities = dict(capabilities) if capabilities else None
+        if self.capabilities is not None and needs_postcopy(method, on_timeout) \
+                and not self.capabilities.get("postcopy-ram"):
+            raise WalmError("method %s (on_timeout %s) needs the postcopy-ram capability on both sides, but the "
+                            "destination was prepared without it: prepare it with the same migration_method and "
+                            "on_timeout" % (method, on_timeout))
+        self._status_before = "running"
 
     def parameters(self):
         # 0 means "as fast as the link goes": QEMU has no 'unlimited', so give it far more than any NIC.
         bw = self.max_bandwidth_mib_s * MIB if self.max_bandwidth_mib_s else 1 << 40
-        return {"max-bandwidth": int(bw), "downtime-limit": self.downtime_limit_ms}
+        params = {"max-bandwidth": int(bw), "downtime-limit": self.downtime_limit_ms}
+        if needs_postcopy(self.method, self.on_timeout):
+            # max-bandwidth does not apply in post-copy; 0 here is QEMU's own "no limit".
+            params["max-postcopy-bandwidth"] = int(self.max_postcopy_bandwidth_mib_s * MIB)
+        return params
 
-    def preflight(self, qmp):
-        """Checks that touch nothing: the VM can be migrated now."""
+    def preflight(self, qmp, caps):
+        """Checks that touch nothing: the VM can be migrated now, with these capabilities."""
         status = qmp.execute("query-status")["status"]
         if status not in ("running", "paused"):
             raise WalmError("VM '%s' is %s on this host; only a running or paused VM can be migrated"
@@ -101,68 +151,101 @@ class Migration(object):
             raise WalmError("VM '%s' is already migrating (status %s); wait for it or cancel it first"
                             % (self.vm, current), source_status=status)
         known = set(c["capability"] for c in qmp.execute("query-migrate-capabilities"))
-        missing = sorted(set(capabilities_for(self.method)) - known)
+        missing = sorted(set(caps) - known)
         if missing:
             raise WalmError("VM '%s': this QEMU lacks migration capabilities %s needed for %s"
                             % (self.vm, ", ".join(missing), self.method))
         return status
 
+    def _capabilities(self, qmp):
+        if self.capabilities is not None:
+            return self.capabilities
+        v = qmp.execute("query-version")["qemu"]
+        return capabilities_for(self.method, self.on_timeout, [(v["major"], v["minor"], v["micro"])])
+
     def run(self, check_mode=False):
         with QMP(self.vm, self.qmp_socket, self.qmp_timeout_s) as qmp:
-            status_before = self.preflight(qmp)
+            caps = self._capabilities(qmp)
+            status_before = self.preflight(qmp, caps)
             self._status_before = status_before
             result = {
-                "method": self.method, "destination_uri": self.destination_uri,
-                "capabilities": capabilities_for(self.method), "parameters": self.parameters(),
-                "source_status_before": status_before,
+                "method": self.method, "destination_uri": self.destination_uri, "on_timeout": self.on_timeout,
+                "capabilities": caps, "parameters": self.parameters(),
+                "switch_after_passes": self.switch_after_passes, "source_status_before": status_before,
             }
             if check_mode:
                 result.update(status="would-migrate", changed=True)
                 return result
-            set_capabilities(qmp, result["capabilities"])
+            set_capabilities(qmp, caps)
             qmp.execute("migrate-set-parameters", result["parameters"])
             qmp.events()  # drop stale events so STOP below belongs to this migration
             result.update(self._migrate(qmp))
             result["changed"] = True
             return result
 
+    def _start_postcopy(self, qmp, t0, why):
+        qmp.execute("migrate-start-postcopy")
+        return {"postcopy_requested_ms": int((time.time() - t0) * 1000), "postcopy_reason": why}
+
     def _migrate(self, qmp):
         t0 = time.time()
         snapshots = []
         stop_ts = None
+        switch = {}
         try:
             qmp.execute("migrate", {"uri": self.destination_uri})
         except QMPFailure as exc:
             return self._failed(qmp, "QEMU refused to start the migration: %s" % exc, t0, snapshots)
         last_pass = -1
         info = {}
-        timed_out = False
+        postcopy_seen_ms = None
         while True:
             info = qmp.execute("query-migrate")
+            status = info.get("status")
             snap = _snapshot(info, t0)
-            if snap["pass"] != last_pass and info.get("status") in ACTIVE_STATES + ("completed",):
+            if snap["pass"] != last_pass and status in ACTIVE_STATES + ("completed",):
                 snapshots.append(snap)
                 last_pass = snap["pass"]
             for ev in qmp.events():
                 if ev.get("event") == "STOP" and stop_ts is None:
                     stop_ts = event_time_s(ev)
-            if info.get("status") in FINAL_STATES:
+            if status in POSTCOPY_STATES and postcopy_seen_ms is None:
+                postcopy_seen_ms = snap["t_ms"]
+            if status in FINAL_STATES:
                 break
-            if time.time() - t0 > self.timeout_s:
-                timed_out = True
-                break
+            if status == "postcopy-paused":
+                # The link broke in post-copy. Never cancel now: the guest runs on the destination with part of
+                # its memory still here. Report it so the caller can recover (migrate-recover + resume).
+                return self._paused(qmp, info, t0, snapshots, switch, stop_ts)
+            if not switch and status == "active" and self._switch_at_sync is not None \
+                    and snap["pass"] >= self._switch_at_sync:
+                switch = self._start_postcopy(qmp, t0, "after %d complete pre-copy passes" % self.switch_after_passes
+                                              if self.switch_after_passes else "as soon as the first pass started")
+            elif time.time() - t0 > self.timeout_s and postcopy_seen_ms is None:
+                if self.on_timeout == "postcopy" and not switch:
+                    switch = self._start_postcopy(qmp, t0, "pre-copy had not completed within timeout_s=%d s"
+                                                  % self.timeout_s)
+                elif not switch:
+                    return self._cancel(qmp, t0, snapshots, info)
             time.sleep(self.poll_s)
-        if timed_out:
-            return self._cancel(qmp, t0, snapshots, info)
         if info["status"] != "completed":
             why = info.get("error-desc") or info["status"]
+            if postcopy_seen_ms is not None:
+                # Past the switch the source cannot take over again; say so instead of resuming it.
+                return self._result(qmp, info, t0, snapshots, switch, stop_ts, postcopy_seen_ms,
+                                    status="failed", error="migration %s during post-copy: %s; the source copy "
+                                    "is not resumed (the guest ran on the destination)" % (info["status"], why))
             return self._failed(qmp, "migration %s: %s" % (info["status"], why), t0, snapshots, info)
-        ram = info.get("ram") or {}
         final = _snapshot(info, t0)
         if not snapshots or snapshots[-1]["pass"] != final["pass"]:
             snapshots.append(final)
+        return self._result(qmp, info, t0, snapshots, switch, stop_ts, postcopy_seen_ms)
+
+    def _result(self, qmp, info, t0, snapshots, switch, stop_ts, postcopy_seen_ms, status="completed",
+                error=None):
+        ram = info.get("ram") or {}
         return {
-            "status": "completed",
+            "status": status,
             "total_time_ms": info.get("total-time"),
             "downtime_ms": info.get("downtime"),
             "setup_time_ms": info.get("setup-time"),
@@ -174,11 +257,23 @@ class Migration(object):
             "postcopy_requests": ram.get("postcopy-requests", 0),
             "mbps": ram.get("mbps"),
             "wall_time_ms": int((time.time() - t0) * 1000),
+            # Pre-copy that converged before the switch took effect completes as pre-copy.
+            "ran_postcopy": postcopy_seen_ms is not None,
+            "postcopy_requested_ms": switch.get("postcopy_requested_ms"),
+            "postcopy_reason": switch.get("postcopy_reason"),
+            "postcopy_started_ms": postcopy_seen_ms,
             "source_stop_time": stop_ts,
             "source_status": qmp.execute("query-status")["status"],
             "snapshots": snapshots,
-            "error": None,
+            "error": error,
         }
+
+    def _paused(self, qmp, info, t0, snapshots, switch, stop_ts):
+        out = self._result(qmp, info, t0, snapshots, switch, stop_ts, 0, status="postcopy-paused",
+                           error="the migration stream broke during post-copy; both sides are paused and the "
+                                 "guest can be recovered: migrate-recover on the destination, then migrate with "
+                                 "resume on the source. Do not cancel and do not stop either QEMU.")
+        return out
 
     def _cancel(self, qmp, t0, snapshots, info):
         """Pre-copy did not finish in time: cancel, and make sure the VM runs on here again."""
@@ -201,7 +296,7 @@ class Migration(object):
         """A pre-copy that failed leaves the source in charge: resume it if QEMU left it paused."""
         vm_status = qmp.execute("query-status")["status"]
         resumed = False
-        if vm_status in ("paused", "finish-migrate", "postmigrate") and self._was_running():
+        if vm_status in ("paused", "finish-migrate", "postmigrate") and self._status_before == "running":
             qmp.execute("cont")
             resumed = True
             vm_status = qmp.execute("query-status")["status"]
@@ -221,10 +316,6 @@ class Migration(object):
             "snapshots": snapshots,
         }
 
-    def _was_running(self):
-        # Set in run() via preflight; a VM the operator had paused stays paused.
-        return getattr(self, "_status_before", "running") == "running"
-
 
 def migrate_vm(params, check_mode=False):
     """walm_migrate: find the VM on this host and migrate it; returns the result dict."""
@@ -239,7 +330,11 @@ def migrate_vm(params, check_mode=False):
     migration = Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
                           max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
                           downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
-                          poll_interval_ms=params["poll_interval_ms"])
+                          poll_interval_ms=params["poll_interval_ms"],
+                          switch_after_passes=params.get("switch_after_passes") or 2,
+                          on_timeout=params.get("on_timeout") or "abort",
+                          max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s") or 0,
+                          capabilities=params.get("capabilities"))
     result = migration.run(check_mode=check_mode)
     result["qemu_version"] = vmhost.qemu_version()[1]
     return result

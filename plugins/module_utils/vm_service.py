@@ -50,7 +50,9 @@ class VMService(object):
         out.update(self.paths.as_dict())
         if record:
             out.update({"definition": record.get("definition"), "role": record.get("role"),
-                        "qemu_version": record.get("qemu_version"), "argv": record.get("argv"),
+                        "qemu_version": record.get("qemu_version"),
+                        "qemu_version_tuple": record.get("qemu_version_tuple"), "argv": record.get("argv"),
+                        "capabilities": record.get("capabilities"),
                         "incoming_uri": record.get("incoming_uri"), "started_at": record.get("started_at")})
         return out
 
@@ -150,24 +152,30 @@ class VMService(object):
         with QMP(self.name, self.paths.qmp_socket) as qmp:
             qmp.execute("cont")
 
-    def incoming(self, definition, listen_address, listen_port=0, method="precopy"):
+    def incoming(self, definition, listen_address, listen_port=0, method="precopy", on_timeout="abort",
+                 source_qemu_version=None):
         if not definition:
             raise WalmError("state incoming needs the source's definition (from walm_vm_info on the source)")
         if not listen_address:
             raise WalmError("state incoming needs listen_address: the destination address the source connects to")
-        caps = capabilities_for(method)
+        own_version = vmhost.qemu_version(self.qemu_binary)[0]
+        caps = capabilities_for(method, on_timeout, [own_version, tuple(source_qemu_version or own_version)])
         pid = vmhost.running_pid(self.paths)
         if pid:
             status = vmhost.qmp_status(self.name, self.paths)
             record = vmhost.read_record(self.paths) or {}
             if status == "inmigrate" and record.get("role") == "incoming" and record.get("incoming_uri"):
-                return self.result(incoming_uri=record["incoming_uri"])
+                if record.get("capabilities") != caps:
+                    raise WalmError("VM '%s' already waits here for a migration, prepared with capabilities %s; "
+                                    "this request needs %s: stop it (state: stopped) and prepare it again"
+                                    % (self.name, record.get("capabilities"), caps))
+                return self.result(incoming_uri=record["incoming_uri"], capabilities=caps)
             raise WalmError("VM '%s' already runs on this host (status %s): a destination must not have it; stop "
                             "it first if it is a leftover" % (self.name, status), status=status)
         d = self._prepare(definition, for_incoming=True)
         if self.check_mode:
             self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
-            return self.result(incoming_uri=None)
+            return self.result(incoming_uri=None, capabilities=caps)
         self.actions.append("start VM %s in incoming mode" % self.name)
         self.changed = True
         pid, argv = self._start(d, incoming=True)
@@ -177,12 +185,12 @@ class VMService(object):
                 host = "[%s]" % listen_address if ":" in listen_address else listen_address
                 qmp.execute("migrate-incoming", {"uri": "tcp:%s:%d" % (host, int(listen_port))})
                 uri = self._bound_uri(qmp, host, listen_port)
-            self._record(d, argv, "incoming", incoming_uri=uri, method=method)
+            self._record(d, argv, "incoming", incoming_uri=uri, method=method, capabilities=caps)
         except Exception:
             # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
             vmhost.stop_qemu(self.name, self.paths)
             raise
-        return self.result(incoming_uri=uri)
+        return self.result(incoming_uri=uri, capabilities=caps)
 
     def _bound_uri(self, qmp, host, listen_port):
         """The URI the source must use; with port 0 QEMU picks a free port and reports it."""

@@ -19,10 +19,11 @@ description:
     completes, fails or exceeds O(timeout_s).
   - A migration that fails or times out is cancelled and the VM keeps running on the source (resumed with C(cont)
     if QEMU left it paused); the module then fails with the reason and the VM's state.
-  - After success the source QEMU is left in state C(postmigrate) (not running, nothing lost): check that the VM
+  - After success the source QEMU is left in state C(postmigrate) (not running, nothing lost). Check that the VM
     runs on the destination (M(walm.qemu.walm_vm) O(state=started) with O(walm.qemu.walm_vm#module:wait_running_s)),
     then stop the source copy (M(walm.qemu.walm_vm) O(state=stopped)). C(playbooks/migrate_vm.yml) does this.
-  - This version runs pre-copy; post-copy and hybrid follow.
+  - If the link breaks during post-copy, both QEMUs pause (C(postcopy-paused)); the module then returns
+    O(status=postcopy-paused) (failing the task) without cancelling anything, so the guest can be recovered.
 author: WALM developers
 requirements:
   - Python 3.8 or later on the host
@@ -42,10 +43,42 @@ options:
     type: str
     required: true
   method:
-    description: Migration method.
+    description:
+      - V(precopy) sends memory in passes until the remainder fits O(downtime_limit_ms); the source keeps the VM
+        until the end, so a failure costs nothing.
+      - V(postcopy) switches to post-copy as soon as the first pass has started; the guest then runs on the
+        destination and pulls missing pages over the link (fastest for write-heavy guests; the source can no
+        longer take over).
+      - V(hybrid) switches after O(switch_after_passes) complete pre-copy passes. A pre-copy that converges before
+        the switch completes as pre-copy.
+      - The destination must have been prepared for the same method (M(walm.qemu.walm_vm) O(state=incoming)).
     type: str
-    choices: [precopy]
+    choices: [precopy, postcopy, hybrid]
     default: precopy
+  switch_after_passes:
+    description: With O(method=hybrid), the complete pre-copy passes before the switch to post-copy.
+    type: int
+    default: 2
+  on_timeout:
+    description:
+      - What to do when pre-copy has not completed after O(timeout_s). V(abort) cancels, and the VM keeps running
+        on the source (the safe default for planned maintenance). V(postcopy) switches to post-copy so the VM
+        leaves the host whatever it does (for a failing host); the destination must have been prepared with the
+        same O(on_timeout).
+      - Once in post-copy a migration is never cancelled.
+    type: str
+    choices: [abort, postcopy]
+    default: abort
+  max_postcopy_bandwidth_mib_s:
+    description: Bandwidth cap in post-copy (where O(max_bandwidth_mib_s) does not apply); V(0) means no cap.
+    type: float
+    default: 0
+  capabilities:
+    description:
+      - The capabilities the destination was prepared with (C(capabilities) returned by M(walm.qemu.walm_vm)
+        O(state=incoming)); the source sets the same. Unset computes them from O(method), O(on_timeout) and this
+        host's QEMU, which assumes both sides run the same QEMU version.
+    type: dict
   max_bandwidth_mib_s:
     description: Bandwidth cap for the migration stream in MiB/s; V(0) means no cap (the link is the limit).
     type: float
@@ -89,7 +122,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: V(completed), V(failed) or V(timeout) (failures also fail the task), V(would-migrate) in check mode.
+  description: V(completed); V(failed), V(timeout) or V(postcopy-paused) (these also fail the task);
+    V(would-migrate) in check mode.
   returned: always
   type: str
 method:
@@ -124,6 +158,26 @@ postcopy_requests:
   type: int
 wall_time_ms:
   description: Time this module spent from C(migrate) to the final state.
+  returned: always
+  type: int
+ran_postcopy:
+  description: Whether the migration ran in post-copy (a hybrid or timed-out pre-copy may converge first).
+  returned: when completed
+  type: bool
+postcopy_requested_ms:
+  description: When C(migrate-start-postcopy) was issued, in ms after C(migrate); null if never.
+  returned: when completed
+  type: int
+postcopy_reason:
+  description: Why post-copy was started (method, pass count, or timeout).
+  returned: when completed
+  type: str
+postcopy_started_ms:
+  description: When the source first reported a post-copy state, in ms after C(migrate); null if never.
+  returned: when completed
+  type: int
+switch_after_passes:
+  description: Complete pre-copy passes before the switch (0 for post-copy, null for pre-copy).
   returned: always
   type: int
 source_stop_time:
@@ -167,7 +221,11 @@ def main():
             name=dict(type="str", required=True),
             state_dir=dict(type="path", default="/run/walm"),
             destination_uri=dict(type="str", required=True),
-            method=dict(type="str", default="precopy", choices=["precopy"]),
+            method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
+            switch_after_passes=dict(type="int", default=2),
+            on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
+            max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
+            capabilities=dict(type="dict"),
             max_bandwidth_mib_s=dict(type="float", default=0),
             downtime_limit_ms=dict(type="int", default=300),
             timeout_s=dict(type="float", default=600),

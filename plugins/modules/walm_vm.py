@@ -47,7 +47,7 @@ options:
   definition:
     description:
       - The VM definition. Required to start a VM that does not run yet, and for O(state=incoming) (pass the
-        C(definition) that M(walm.qemu.walm_vm_info) returns on the source: it carries the versioned machine type).
+        C(definition) that M(walm.qemu.walm_vm_info) returns on the source; it carries the versioned machine type).
     type: dict
     suboptions:
       name:
@@ -144,8 +144,23 @@ options:
   migration_method:
     description: With O(state=incoming), the method the source will use; decides the capabilities set here.
     type: str
-    choices: [precopy]
+    choices: [precopy, postcopy, hybrid]
     default: precopy
+  on_timeout:
+    description:
+      - With O(state=incoming), what the source will do if pre-copy does not finish in time. V(postcopy) needs
+        the post-copy capability on both sides, so it is set here too.
+    type: str
+    choices: [abort, postcopy]
+    default: abort
+  source_qemu_version:
+    description:
+      - With O(state=incoming), the source QEMU's version as C([major, minor, micro]) (C(qemu_version_tuple) of
+        M(walm.qemu.walm_vm_info) on the source). Capabilities that need both sides' support, such as
+        C(postcopy-preempt) (QEMU 8.0+), are only set when both QEMUs have them. Unset assumes the same version as
+        this host.
+    type: list
+    elements: int
   wait_running_s:
     description: With O(state=started), how long to wait for a VM that is receiving a migration to run.
     type: float
@@ -153,7 +168,7 @@ options:
   force_resume:
     description:
       - Resume a VM that completed an outgoing migration (QEMU state C(postmigrate)). Only safe when the
-        destination copy is gone: two running copies corrupt the shared disk.
+        destination copy is gone, because two running copies corrupt the shared disk.
     type: bool
     default: false
   qemu_binary:
@@ -209,6 +224,12 @@ incoming_uri:
   returned: when state is incoming
   type: str
   sample: tcp:10.77.0.2:40233
+capabilities:
+  description: With O(state=incoming), the migration capabilities set here; pass them to M(walm.qemu.walm_migrate)
+    so both sides agree.
+  returned: when state is incoming
+  type: dict
+  sample: {"events": true, "return-path": true, "postcopy-ram": true, "postcopy-preempt": true}
 vm:
   description: The VM as this host sees it afterwards.
   returned: always
@@ -226,6 +247,10 @@ vm:
            returned: when recorded}
     qemu_version: {description: QEMU version line of the binary that runs the VM, type: str,
                    returned: when recorded}
+    qemu_version_tuple: {description: "QEMU version as [major, minor, micro]", type: list, elements: int,
+                         returned: when recorded}
+    capabilities: {description: Migration capabilities set on an incoming VM, type: dict,
+                   returned: when recorded as incoming}
     argv: {description: The QEMU command line, type: list, elements: str, returned: when recorded}
 """
 
@@ -244,7 +269,9 @@ def main():
             state_dir=dict(type="path", default="/run/walm"),
             listen_address=dict(type="str"),
             listen_port=dict(type="int", default=0),
-            migration_method=dict(type="str", default="precopy", choices=["precopy"]),
+            migration_method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
+            on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
+            source_qemu_version=dict(type="list", elements="int"),
             wait_running_s=dict(type="float", default=0),
             force_resume=dict(type="bool", default=False),
             qemu_binary=dict(type="str", default="qemu-system-x86_64"),
@@ -264,7 +291,7 @@ def main():
             result = service.started(p["definition"], p["wait_running_s"], p["force_resume"])
         elif p["state"] == "incoming":
             result = service.incoming(p["definition"], p["listen_address"], p["listen_port"],
-                                      p["migration_method"])
+                                      p["migration_method"], p["on_timeout"], p["source_qemu_version"])
         else:
             result = service.stopped()
     except WalmError as exc:

@@ -35,7 +35,7 @@ def last(records, key):
     return values[-1] if values else None
 
 
-def assert_migrated_intact(name, workload, progress_key):
+def assert_migrated_intact(name, workload, progress_key, migrate_vars=None):
     src_log, dst_log = console_log("walm-src", name), console_log("walm-dst", name)
     # The workload and the disk check ran on the source before the migration.
     before = wait_until(lambda: len([r for r in parse_console(src_log, workload) if progress_key in r]) >= 3
@@ -46,7 +46,7 @@ def assert_migrated_intact(name, workload, progress_key):
     progress_before = last(parse_console(src_log, workload), progress_key)
     assert disk_written_before and disk_written_before > 0
 
-    proc, result = migrate(name)
+    proc, result = migrate(name, migrate_vars)
     assert result is not None, proc.stdout[-3000:]
     assert result["status"] == "completed", result
     assert result["destination_status"] == "running"
@@ -140,3 +140,54 @@ def test_destination_preparation_fails_leaves_vm_running(vm):
     assert not ok and "versioned machine type" in res["msg"]
     assert not pid_running("walm-dst", vm)
     assert qmp_status("walm-src", vm) == "running"
+
+
+HEAVY_WSET = {"wset_mib": 256, "rate_mib_s": 200}  # dirties faster than the 1 Gbit/s link carries
+
+
+@pytest.mark.parametrize("method", ["postcopy", "hybrid"])
+def test_postcopy_methods_verify_guest(vm, method):
+    start_vm(vm, "verify", {"verify_mib": 128, "rate_mib_s": 32})
+    result = assert_migrated_intact(vm, "verify", "pass", {"walm_method": method})
+    assert result["method"] == method
+    assert result["capabilities"].get("postcopy-ram") is True
+    print("%s verify guest: TMT %s ms, DT %s ms, %s passes, post-copy %s, %s page requests"
+          % (method, result["total_time_ms"], result["downtime_ms"], result["passes"], result["ran_postcopy"],
+             result["postcopy_requests"]))
+
+
+@pytest.mark.parametrize("method", ["postcopy", "hybrid"])
+def test_postcopy_methods_heavy_writer(vm, method):
+    """A writer pre-copy cannot keep up with leaves the host in post-copy, intact."""
+    start_vm(vm, "wset", HEAVY_WSET)
+    result = assert_migrated_intact(vm, "wset", "written_mib",
+                                    {"walm_method": method, "walm_switch_after_passes": 1})
+    assert result["ran_postcopy"] is True
+    print("%s heavy wset: TMT %s ms, DT %s ms, %s passes, %s page requests"
+          % (method, result["total_time_ms"], result["downtime_ms"], result["passes"],
+             result["postcopy_requests"]))
+
+
+def test_precopy_timeout_switches_to_postcopy(vm):
+    start_vm(vm, "wset", HEAVY_WSET)
+    result = assert_migrated_intact(vm, "wset", "written_mib",
+                                    {"walm_method": "precopy", "walm_on_timeout": "postcopy", "walm_timeout_s": 6})
+    assert result["ran_postcopy"] is True and "timeout_s=6" in result["postcopy_reason"]
+    assert result["total_time_ms"] >= 6000
+
+
+def test_precopy_timeout_abort_keeps_vm_on_source(vm):
+    start_vm(vm, "wset", HEAVY_WSET)
+    src_log = console_log("walm-src", vm)
+    wait_until(lambda: last(parse_console(src_log, "wset"), "written_mib"), 60, "wset progress")
+    proc, result = migrate(vm, {"walm_method": "precopy", "walm_on_timeout": "abort", "walm_timeout_s": 6},
+                           check=False)
+    assert proc.returncode != 0
+    assert result["status"] == "timeout" and "cancelled" in result["error"]
+    assert result["source_status_after"] == "running"
+    assert qmp_status("walm-src", vm) == "running"
+    assert not pid_running("walm-dst", vm)  # the destination copy was removed
+    seen = last(parse_console(src_log, "wset"), "written_mib")
+    wait_until(lambda: last(parse_console(src_log, "wset"), "written_mib") > seen + 100, 30,
+               "the guest to keep writing on the source")
+    assert kernel_trouble(src_log) == []

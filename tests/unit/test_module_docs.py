@@ -1,0 +1,56 @@
+"""Every module's DOCUMENTATION, EXAMPLES and RETURN parse, and the documented options are the argument spec."""
+
+import glob
+import importlib
+import os
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "plugins", "modules", "walm_*.py")))
+
+
+class _Captured(Exception):
+    pass
+
+
+def _argument_spec(name, monkeypatch):
+    mod = importlib.import_module("ansible_collections.walm.qemu.plugins.modules.%s" % name)
+    seen = {}
+
+    def fake_module(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Captured()
+
+    monkeypatch.setattr(mod, "AnsibleModule", fake_module)
+    with pytest.raises(_Captured):
+        mod.main()
+    return mod, seen
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docs_parse_and_match_the_argument_spec(name, monkeypatch):
+    mod, seen = _argument_spec(name, monkeypatch)
+    doc = yaml.safe_load(mod.DOCUMENTATION)
+    assert doc["module"] == name
+    assert yaml.safe_load(mod.EXAMPLES)
+    assert isinstance(yaml.safe_load(mod.RETURN), dict)
+    spec = seen["argument_spec"]
+    assert set(doc.get("options", {})) == set(spec), "documented options differ from the argument spec"
+    for opt, d in doc.get("options", {}).items():
+        assert d.get("description"), "%s: option %s has no description" % (name, opt)
+        assert d.get("type", "str") == spec[opt].get("type", "str"), "%s: type of %s" % (name, opt)
+        if "default" in spec[opt] or "default" in d:
+            assert d.get("default") == spec[opt].get("default"), "%s: default of %s" % (name, opt)
+        if "choices" in spec[opt] or "choices" in d:
+            assert d.get("choices") == spec[opt].get("choices"), "%s: choices of %s" % (name, opt)
+    assert seen.get("supports_check_mode") is True
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_ansible_doc_renders(name):
+    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-doc"), "walm.qemu.%s" % name], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    assert proc.returncode == 0 and "[ERROR]" not in proc.stdout, proc.stdout[-2000:]
