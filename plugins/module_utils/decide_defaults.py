@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+"""walm_decide's defaults, as data: the thresholds and policy numbers an operator may override, and the
+constants of the performance model.
+
+Three tables, each a plain dict of number-valued (or bool-valued) keys:
+
+- THRESHOLDS: when a workload counts as CPU-, memory- or network-intensive and write-intensive, and the numbers
+  the policy uses to compare methods. The operator overrides any of them with walm_decide's `thresholds` option.
+- MODEL: QEMU's and the link's constants in the performance model (decide_model.py). The operator overrides any of
+  them with walm_decide's `model` option; the lab calibration tunes them.
+- OPTIONS: the defaults of walm_decide's other options (the module's argument spec repeats them; a unit test
+  checks that the two agree).
+
+docs/decide.md carries the same tables with the reasoning behind each value.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+METHODS = ("precopy", "postcopy", "hybrid")
+OBJECTIVES = ("urgent", "balanced")
+
+THRESHOLDS = {
+    # --- classification ---------------------------------------------------------------------------------
+    # Total CPU use of the vCPUs (100 = one busy vCPU) from which the guest is CPU-intensive.
+    "cpu_percent": 50.0,
+    # Page-dirtying rate from which the guest is memory-intensive (and, without a read rate, write-intensive).
+    "dirty_rate_mib_s": 8.0,
+    # Guest network traffic (tap tx + rx) from which the guest is network-intensive (4 MiB/s ~ 34 Mbit/s).
+    "network_mib_s": 4.0,
+    # With a measured read rate: share of writes in the guest's page accesses from which it is write-intensive.
+    "write_share_pct": 50.0,
+    # --- decision ---------------------------------------------------------------------------------------
+    # Pre-copy cannot converge when the dirty rate reaches this share of the usable link, unless the guest's
+    # whole working set fits in one switchover (Hines et al.; the lab's heavy writers never converge there).
+    "precopy_max_dirty_pct_of_link": 90.0,
+    # Methods whose predicted total migration time is within this share of the fastest count as "as fast";
+    # among them the least disruptive wins (objective `urgent`).
+    "tmt_tolerance_pct": 10.0,
+    # Objective `balanced` without time_budget_s: the budget is this factor times the fastest method's time.
+    "balanced_budget_factor": 3.0,
+    # Weight of one millisecond spent in post-copy (where a link failure costs the VM unless recovered) against
+    # one millisecond of guest time lost to downtime or slowdown.
+    "postcopy_exposure_weight": 1.0,
+}
+
+MODEL = {
+    # Guest page size: QEMU migrates target pages (4 KiB on x86).
+    "page_size_bytes": 4096,
+    # Header QEMU sends with every normal page (RAM_SAVE_FLAG_* with the page offset): 8 bytes.
+    "page_header_bytes": 8,
+    # What a zero page costs on the wire: the 8-byte header and one byte of fill (RAM_SAVE_FLAG_ZERO).
+    "zero_page_bytes": 9,
+    # How fast QEMU scans guest memory for zero pages (buffer_is_zero); scanning overlaps the sending, so it
+    # only matters for a guest that is almost all zero pages.
+    "zero_page_scan_mib_s": 4096.0,
+    # Migration setup before the first page goes out (QEMU's setup-time: capabilities, bitmaps, the stream).
+    "setup_ms": 20.0,
+    # Fixed cost of every pre-copy pass: the dirty-bitmap sync and the iteration's bookkeeping.
+    "round_overhead_ms": 5.0,
+    # Stop-and-copy cost beyond the last RAM: device state, the final sync, the destination's start.
+    "switchover_overhead_ms": 20.0,
+    # Serving one post-copy page fault besides the link's round trip: userfaultfd wake-up, the request on the
+    # return path, and the requested page's wait behind the background stream. Calibrated so a guest touching
+    # its working set at full speed takes a few thousand faults in a 2-3 s post-copy, as measured in the lab
+    # (QEMU 10, TCG, no postcopy-preempt); postcopy-preempt shortens the wait.
+    "postcopy_fault_service_ms": 0.8,
+    # Read rate assumed per busy vCPU when the probe has no read_rate_mib_s (only for post-copy faults).
+    "assumed_read_rate_mib_s_per_busy_vcpu": 32.0,
+    # Cost of one dirty-logging write fault in pre-copy (the first write to a page after each bitmap sync).
+    "precopy_write_fault_us": 2.0,
+    # A pre-copy pass that shrinks the dirty remainder by less than this is a stall: it will not converge.
+    "precopy_min_progress_pct": 2.0,
+    # Share of the guest's own traffic (tap tx + rx) carried by the migration link (1 = all of it).
+    "guest_traffic_share": 1.0,
+    # The migration keeps at least this share of the link even when the guest's traffic would take it all
+    # (TCP shares a congested link between flows).
+    "min_usable_link_pct": 10.0,
+}
+
+OPTIONS = {
+    "link_latency_ms": 0.1,
+    "downtime_limit_ms": 300,
+    "allow_postcopy": True,
+    "objective": "urgent",
+    "time_budget_s": None,
+    "safety_margin_pct": 10.0,
+    "max_passes": 30,
+}
