@@ -1,0 +1,656 @@
+"""walm_probe: command-line and /proc parsers, discovery, CPU and network math, and the error paths.
+
+Real QEMU (firmware only, no guest) is measured, discovered, migrated (to a `-incoming defer` QEMU, so the probe
+must refuse) and asked for what would crash it. A fake monitor stands in only for what real QEMU cannot be on
+demand: a QEMU too old to measure dirty rates, and one whose measurement never finishes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
+from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, normalize, qemu_argv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OPTS = {"duration_s": 0.4, "samples": 2, "dirty_rate_mode": "auto", "sample_pages": None, "persist": False,
+        "max_age_s": 0, "all_netns": False, "qmp_timeout_s": 5.0}
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+def start_qemu(tmp_path, name, extra=(), monitor="qmp", memory_mib=256, smp=1):
+    """A real QEMU (firmware idles: no disk, no kernel) with a QMP socket; returns (proc, socket path)."""
+    sock = str(tmp_path / ("%s.qmp" % name))
+    argv = ["qemu-system-x86_64", "-name", "guest=%s,debug-threads=on" % name, "-accel", "tcg",
+            "-m", str(memory_mib), "-smp", str(smp), "-nodefaults", "-display", "none"]
+    if monitor == "qmp":
+        argv += ["-qmp", "unix:%s,server=on,wait=off" % sock]
+    else:  # the libvirt style: a socket chardev and a control-mode monitor on it
+        argv += ["-chardev", "socket,id=mon0,path=%s,server=on,wait=off" % sock, "-mon", "chardev=mon0,mode=control"]
+    argv += list(extra)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 20
+    while not os.path.exists(sock):
+        assert proc.poll() is None, "QEMU exited early: %s" % proc.stderr.read()
+        assert time.time() < deadline, "QEMU did not create its QMP socket"
+        time.sleep(0.05)
+    return proc, sock
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def vm(tmp_path):
+    proc, sock = start_qemu(tmp_path, "pvm1", smp=2)
+    yield proc, sock
+    stop(proc)
+
+
+def opts(tmp_path, **kw):
+    o = dict(OPTS, state_dir=str(tmp_path / "state"))
+    o.update(kw)
+    return o
+
+
+# -- QEMU command lines -----------------------------------------------------------------------------------------
+
+def test_split_qemu_opts_escapes_implied_and_flags():
+    assert discovery.split_qemu_opts("socket,id=m,path=/a,,b,server=on,nowait", implied="backend") == {
+        "backend": "socket", "id": "m", "path": "/a,b", "server": "on", "nowait": "on"}
+    assert discovery.split_qemu_opts("vm1", implied="guest") == {"guest": "vm1"}
+    assert discovery.split_qemu_opts("guest=vm1,debug-threads=on", implied="guest")["guest"] == "vm1"
+
+
+def test_facts_of_a_walm_command_line():
+    d = normalize({"name": "vm1", "memory_mib": 1024, "vcpus": 2, "accel": "tcg", "machine": "pc-q35-10.0",
+                   "nics": [{"tap": "tap-vm1", "mac": "52:54:00:00:00:01"}]})
+    argv = qemu_argv(d, HostPaths("/run/walm", "vm1"))
+    f = discovery.qemu_facts(argv)
+    assert f["name"] == "vm1"
+    assert f["qmp"] == [{"path": "/run/walm/vm1.qmp"}]
+    assert f["taps"] == ["tap-vm1"]
+    assert (f["memory_mib"], f["vcpus"], f["machine"], f["accel"]) == (1024, 2, "pc-q35-10.0", "tcg")
+
+
+def test_facts_of_a_libvirt_style_command_line():
+    argv = ["/usr/bin/qemu-system-x86_64", "-name", "guest=web1,debug-threads=on", "-S",
+            "-machine", "pc-q35-7.2,usb=off,dump-guest-core=off", "-accel", "kvm,dirty-ring-size=4096",
+            "-m", "size=2097152k", "-smp", "4,sockets=4,cores=1,threads=1",
+            "-chardev", "socket,id=charmonitor,fd=31,server=on,wait=off",
+            "-mon", "chardev=charmonitor,id=monitor,mode=control",
+            "-chardev", "socket,id=hmp,path=/tmp/hmp.sock,server=on,wait=off", "-mon", "chardev=hmp",
+            "-netdev", "tap,fd=33,vhost=on,vhostfd=35,id=hostnet0",
+            "-append", "-qmp unix:/not/a/monitor"]
+    f = discovery.qemu_facts(argv)
+    assert f["name"] == "web1"
+    assert f["qmp"] == [{"fd": 31}]  # the readline (HMP) monitor is not QMP; -append's text is not an option
+    assert f["taps"] == []  # passed as fd: found through /proc/PID/fdinfo instead
+    assert (f["memory_mib"], f["vcpus"], f["accel"], f["dirty_ring_size"]) == (2048, 4, "kvm", 4096)
+
+
+def test_facts_monitor_variants():
+    f = discovery.qemu_facts(["qemu-system-x86_64", "--qmp-pretty", "unix:rel.sock,server,nowait",
+                              "-qmp", "tcp:127.0.0.1:4444,server=on", "-chardev", "socket,id=c1,path=/x.sock",
+                              "-qmp", "chardev:c1", "-name", "plain", "-M", "pc,accel=kvm:tcg", "-m", "1G",
+                              "-nic", "tap,ifname=t0,model=virtio", "-net", "tap,ifname=t1"])
+    assert f["qmp"][0] == {"path": "rel.sock"}
+    assert "unsupported" in f["qmp"][1]
+    assert f["qmp"][2] == {"path": "/x.sock"}
+    assert (f["name"], f["machine"], f["accel"], f["memory_mib"], f["taps"]) == ("plain", "pc", "kvm", 1024,
+                                                                                ["t0", "t1"])
+
+
+def test_info_invocations_are_not_vms():
+    assert discovery.is_qemu_argv(["/usr/bin/qemu-system-x86_64", "-m", "512"])
+    assert discovery.is_qemu_argv(["qemu-kvm", "-m", "512"])
+    assert not discovery.is_qemu_argv(["qemu-system-x86_64", "--version"])
+    assert not discovery.is_qemu_argv(["qemu-system-x86_64", "-machine", "help"])
+    assert not discovery.is_qemu_argv(["qemu-system-x86_64", "-device", "virtio-net-pci,help"])
+    assert not discovery.is_qemu_argv(["qemu-img", "info", "x"])
+    assert not discovery.is_qemu_argv([])
+
+
+# -- /proc parsers and the math on them -------------------------------------------------------------------------
+
+STAT = ("4242 (CPU 0/TCG) R 1 4240 4240 0 -1 4194368 1000 0 0 0 %d %d 0 0 20 0 3 0 %d 1000000 5000 "
+        "18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 -1 1 0 0 0 %d 0 0 0 0 0 0 0 0 0 0")
+
+
+def test_parse_stat_with_spaces_and_parens_in_comm():
+    st = probe.parse_stat(STAT % (150, 50, 777, 120))
+    assert st["comm"] == "CPU 0/TCG"
+    assert (st["utime_ticks"], st["stime_ticks"], st["start_ticks"], st["guest_ticks"]) == (150, 50, 777, 120)
+    odd = probe.parse_stat("7 (a) b) (c) S " + " ".join(["0"] * 50))
+    assert odd["comm"] == "a) b) (c" and odd["state"] == "S"
+    with open("/proc/self/stat") as f:
+        assert probe.parse_stat(f.read())["start_ticks"] > 0
+
+
+def test_parse_schedstat_status_and_rss():
+    assert probe.parse_schedstat("25113012840 1940993192 97961\n") == {
+        "run_ns": 25113012840, "wait_ns": 1940993192, "timeslices": 97961}
+    st = probe.parse_status("Name:\tqemu-system-x86\nTgid:\t4242\nVmRSS:\t  491468 kB\n")
+    assert st["Tgid"] == "4242" and probe.kib_to_mib(st["VmRSS"]) == pytest.approx(479.95, abs=0.01)
+    assert probe.kib_to_mib(None) is None
+
+
+NET_DEV = """Inter-|   Receive                                                |  Transmit
+ face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed
+    lo: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+ tap0: %d %d 0 %d 0 0 0 0 %d %d 0 %d 0 0 0 0
+"""
+
+
+def test_parse_net_dev():
+    counters = probe.parse_net_dev(NET_DEV % (1000, 10, 1, 2000, 20, 2))
+    assert counters["tap0"] == {"rx_bytes": 1000, "rx_packets": 10, "rx_dropped": 1, "tx_bytes": 2000,
+                                "tx_packets": 20, "tx_dropped": 2}
+    with open("/proc/self/net/dev") as f:
+        assert "lo" in probe.parse_net_dev(f.read())
+
+
+def fake_proc(root, pid=4242, threads=(4243, 4244), run_ns=(0, 0), ticks=(0, 0), proc_ticks=0,
+              net=(0, 0, 0, 0), schedstat=True, wait_ns=(0, 0)):
+    """A /proc tree holding what HostSnapshot reads, for one QEMU process."""
+    base = root / str(pid)
+    for tid, ns, tk, wns in zip(threads, run_ns, ticks, wait_ns):
+        d = base / "task" / str(tid)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "stat").write_text(STAT % (tk, 0, 1, 0))
+        if schedstat:
+            (d / "schedstat").write_text("%d %d 1\n" % (ns, wns))
+        elif (d / "schedstat").exists():
+            (d / "schedstat").unlink()
+    (base / "stat").write_text(STAT % (proc_ticks, 0, 1, 0))
+    (base / "net").mkdir(exist_ok=True)
+    (base / "net" / "dev").write_text(NET_DEV % (net[0], net[1], 0, net[2], net[3], 0))
+    return str(root)
+
+
+def snapshot_at(monkeypatch, t, *args, **kw):
+    monkeypatch.setattr(probe.time, "monotonic", lambda: t)
+    return probe.HostSnapshot(*args, **kw)
+
+
+def test_cpu_math_from_schedstat_snapshots(tmp_path, monkeypatch):
+    proc = fake_proc(tmp_path, run_ns=(1000000000, 5000000000), proc_ticks=100)
+    a = snapshot_at(monkeypatch, 100.0, 4242, [4243, 4244], ["tap0"], proc)
+    # 0.5 s later: vCPU 0 ran the whole time, vCPU 1 a fifth of it; the process used 60 ticks (0.6 s)
+    # and vCPU 1 was ready to run but waited for a host CPU for 0.2 s
+    fake_proc(tmp_path, run_ns=(1500000000, 5100000000), proc_ticks=160, wait_ns=(0, 200000000))
+    b = snapshot_at(monkeypatch, 100.5, 4242, [4243, 4244], ["tap0"], proc)
+    per_vcpu, total, process = probe.cpu_percentages(a, b, [4243, 4244])
+    assert per_vcpu == [pytest.approx(100.0), pytest.approx(20.0)]
+    assert total == pytest.approx(120.0)
+    assert process == pytest.approx(60 * 1e9 / probe.clock_ticks_per_s() / 0.5e9 * 100)
+    wait_per_vcpu, wait, _ = probe.cpu_percentages(a, b, [4243, 4244], "thread_wait_ns")
+    assert wait_per_vcpu == [0.0, pytest.approx(40.0)] and wait == pytest.approx(40.0)
+
+
+def test_cpu_math_from_stat_ticks_and_shared_thread(tmp_path, monkeypatch):
+    hz = probe.clock_ticks_per_s()
+    proc = fake_proc(tmp_path, threads=(4243,), ticks=(0,), schedstat=False, wait_ns=(0,))
+    a = snapshot_at(monkeypatch, 10.0, 4242, [4243], [], proc, use_schedstat=False)
+    fake_proc(tmp_path, threads=(4243,), ticks=(hz,), schedstat=False, wait_ns=(0,))
+    b = snapshot_at(monkeypatch, 12.0, 4242, [4243], [], proc, use_schedstat=False)
+    # single-threaded TCG: both vCPUs on one thread, busy half of the 2 s
+    per_vcpu, total, _ = probe.cpu_percentages(a, b, [4243, 4243])
+    assert total == pytest.approx(50.0) and per_vcpu == [pytest.approx(25.0), pytest.approx(25.0)]
+    assert probe.cpu_percentages(a, b, [4243, 4243], "thread_wait_ns")[1] is None  # stat has no wait time
+    with pytest.raises(ValueError):
+        probe.cpu_percentages(b, a, [4243])
+
+
+def test_vanished_thread_gives_null_not_a_guess(tmp_path, monkeypatch):
+    proc = fake_proc(tmp_path, threads=(4243,), run_ns=(0,), wait_ns=(0,))
+    a = snapshot_at(monkeypatch, 1.0, 4242, [4243, 4299], [], proc)
+    b = snapshot_at(monkeypatch, 2.0, 4242, [4243, 4299], [], proc)
+    per_vcpu, total, _ = probe.cpu_percentages(a, b, [4243, 4299])
+    assert per_vcpu == [0.0, None] and total == 0.0
+
+
+def test_net_rates_are_from_the_guests_side(tmp_path, monkeypatch):
+    proc = fake_proc(tmp_path, net=(0, 0, 0, 0))
+    a = snapshot_at(monkeypatch, 0.0, 4242, [4243], ["tap0", "gone0"], proc)
+    # the tap received 12.5 MB from the guest (guest tx = 100 Mbit/s) and sent it 1 MiB, in 1 s
+    fake_proc(tmp_path, net=(12500000, 10000, 1048576, 800))
+    b = snapshot_at(monkeypatch, 1.0, 4242, [4243], ["tap0", "gone0"], proc)
+    per_tap, totals = probe.net_rates(a, b)
+    assert per_tap["gone0"] is None
+    t = per_tap["tap0"]
+    assert t["tx_mbit_s"] == pytest.approx(100.0) and t["tx_pps"] == pytest.approx(10000)
+    assert t["rx_mib_s"] == pytest.approx(1.0) and t["rx_pps"] == pytest.approx(800)
+    assert totals["tx_mbit_s"] == pytest.approx(100.0) and totals["rx_mib_s"] == pytest.approx(1.0)
+
+
+def test_mean_stdev():
+    assert probe.mean_stdev([10, 20, None]) == {"mean": 15.0, "stdev": 5.0, "min": 10.0, "max": 20.0, "n": 2}
+    assert probe.mean_stdev([None]) is None
+    assert probe.mean_stdev([7])["stdev"] == 0.0
+
+
+# -- choices: mode, sampling, windows ---------------------------------------------------------------------------
+
+def test_mode_choice():
+    assert probe.choose_mode("auto", "v", False, 0, True) == "page-sampling"
+    assert probe.choose_mode("auto", "v", True, 0, True) == "dirty-bitmap"
+    assert probe.choose_mode("auto", "v", True, 4096, True) == "dirty-ring"
+    assert probe.choose_mode("auto", "v", True, 0, False) == "page-sampling"
+    assert probe.choose_mode("dirty-bitmap", "v", True, 0, True) == "dirty-bitmap"
+    with pytest.raises(WalmError, match="VM 'v'.*TCG.*crashes QEMU 7.2.*auto or page-sampling"):
+        probe.choose_mode("dirty-bitmap", "v", False, 0, True)
+    with pytest.raises(WalmError, match="dirty-ring-size"):
+        probe.choose_mode("dirty-ring", "v", True, 0, True)
+    with pytest.raises(WalmError, match="QEMU 6.2"):
+        probe.choose_mode("dirty-bitmap", "v", True, 0, False)
+    with pytest.raises(WalmError, match="must be one of"):
+        probe.choose_mode("magic", "v", True, 0, True)
+
+
+def test_sample_pages_choice():
+    assert probe.choose_sample_pages(512) == 16384
+    assert probe.choose_sample_pages(2048) == 4096
+    assert probe.choose_sample_pages(65536) == 512  # never below QEMU's default
+    assert probe.choose_sample_pages(512, 512) == 512
+    with pytest.raises(WalmError, match="between 128 and 16384"):
+        probe.choose_sample_pages(512, 100000)
+
+
+def test_window_plan():
+    assert probe.window_plan(1.0, 2, True) == (500, False)
+    assert probe.window_plan(1.0, 2, False) == (1000, True)  # QEMU < 8.2: whole seconds
+    assert probe.window_plan(3.0, 3, False) == (1000, False)
+    with pytest.raises(WalmError, match="at least 50 ms"):
+        probe.window_plan(0.1, 4, True)
+    with pytest.raises(WalmError, match="duration_s must be positive"):
+        probe.window_plan(0, 1, True)
+    with pytest.raises(WalmError, match="samples must be at least 1"):
+        probe.window_plan(1, 0, True)
+
+
+# -- discovery on a fake /proc ----------------------------------------------------------------------------------
+
+def fake_process(root, pid, argv, netns="net:[4026531840]"):
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    (d / "stat").write_text(STAT % (0, 0, 1000 + (pid if isinstance(pid, int) else 0), 0))
+    (d / "ns").mkdir()
+    os.symlink(netns, str(d / "ns" / "net"))
+    (d / "fd").mkdir()
+
+
+def test_discovery_from_command_lines(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    fake_process(proc, "self", ["python3"])
+    state = tmp_path / "state"
+    state.mkdir()
+    # a WALM VM with its record and pidfile, a foreign VM with a -mon socket, a nameless one, a helper
+    # invocation, a VM in another network namespace, and an unrelated process
+    fake_process(proc, 100, ["qemu-system-x86_64", "-name", "guest=vm1,debug-threads=on",
+                             "-qmp", "unix:%s/vm1.qmp,server=on,wait=off" % state])
+    (state / "vm1.json").write_text("{}")
+    (state / "vm1.pid").write_text("100\n")
+    fake_process(proc, 200, ["/usr/bin/qemu-system-x86_64", "-name", "db", "-chardev",
+                             "socket,id=m,path=/srv/db.qmp,server=on", "-mon", "chardev=m,mode=control"])
+    fake_process(proc, 300, ["qemu-system-aarch64", "-qmp", "unix:/srv/x.qmp,server"])
+    fake_process(proc, 400, ["qemu-system-x86_64", "--version"])
+    fake_process(proc, 500, ["qemu-system-x86_64", "-name", "elsewhere"], netns="net:[4026532999]")
+    fake_process(proc, 600, ["sshd"])
+    found = discovery.discover(str(state), proc=str(proc))
+    assert [(t.name, t.pid, t.qmp_socket, t.managed) for t in found] == [
+        ("db", 200, "/srv/db.qmp", False), ("qemu-300", 300, "/srv/x.qmp", False),
+        ("vm1", 100, "%s/vm1.qmp" % state, True)]
+    everywhere = discovery.discover(str(state), all_netns=True, proc=str(proc))
+    assert "elsewhere" in [t.name for t in everywhere]
+    with pytest.raises(WalmError) as err:
+        discovery.find_by_name("ghost", str(state), proc=str(proc))
+    assert "VM 'ghost' is not running on this host" in str(err.value) and "db, qemu-300, vm1" in str(err.value)
+    assert discovery.find_by_name("db", str(state), proc=str(proc)).pid == 200
+
+
+def test_discovery_tells_apart_two_qemus_of_one_name(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    fake_process(proc, "self", ["python3"])
+    for pid in (10, 11):  # e.g. a migration's source and destination on one machine
+        fake_process(proc, pid, ["qemu-system-x86_64", "-name", "twin", "-qmp", "unix:/t%d.qmp" % pid])
+    assert [t.name for t in discovery.discover(str(tmp_path), proc=str(proc))] == ["twin@10", "twin@11"]
+    with pytest.raises(WalmError, match="2 QEMU processes carry this name.*qmp_socket"):
+        discovery.find_by_name("twin", str(tmp_path), proc=str(proc))
+
+
+def test_parse_net_unix():
+    text = ("Num       RefCount Protocol Flags    Type St Inode Path\n"
+            "0000000000000000: 00000002 00000000 00010000 0001 01 31337 /run/libvirt/qemu/mon.sock\n"
+            "0000000000000000: 00000002 00000000 00000000 0001 03 31338\n")
+    assert discovery.parse_net_unix(text) == {31337: "/run/libvirt/qemu/mon.sock"}
+
+
+# -- real QEMU --------------------------------------------------------------------------------------------------
+
+def test_discovers_real_qemu_and_its_inherited_monitor_fd(tmp_path, vm):
+    proc, sock = vm
+    found = [t for t in discovery.discover(str(tmp_path / "state")) if t.pid == proc.pid]
+    assert len(found) == 1 and found[0].name == "pvm1" and found[0].qmp_socket == sock
+    assert discovery.find_by_socket(sock, str(tmp_path)).pid == proc.pid
+    # the same monitor as libvirt passes it: a listening socket inherited as fd 3
+    path = str(tmp_path / "inherited.qmp")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    os.set_inheritable(srv.fileno(), True)
+    child = subprocess.Popen(["qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nodefaults", "-display", "none",
+                              "-chardev", "socket,id=mon,fd=%d,server=on,wait=off" % srv.fileno(),
+                              "-mon", "chardev=mon,mode=control"], pass_fds=(srv.fileno(),),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv.close()
+    try:
+        deadline = time.time() + 10
+        while True:
+            t = [t for t in discovery.discover(str(tmp_path)) if t.pid == child.pid]
+            if t and t[0].qmp_socket:
+                break
+            assert time.time() < deadline and child.poll() is None
+            time.sleep(0.1)
+        assert t[0].qmp_socket == path and t[0].name == "qemu-%d" % child.pid
+        with QMP("x", t[0].qmp_socket, 5) as q:
+            assert q.execute("query-status")["status"] == "running"
+    finally:
+        stop(child)
+
+
+def test_probe_real_qemu(tmp_path, vm):
+    proc, sock = vm
+    result = probe.run(opts(tmp_path, qmp_socket=sock))
+    assert result["changed"] is False and result["failed_vms"] == []
+    (r,) = result["vms"]
+    v, w = r["vm"], r["workload"]
+    assert (v["name"], v["pid"], v["qmp_socket"]) == ("pvm1", proc.pid, sock)
+    assert (v["memory_mib"], v["vcpus"], v["accel"], v["taps"]) == (256, 2, "tcg", [])
+    assert v["machine"].startswith("pc-i440fx-") and v["argv"][0] == "qemu-system-x86_64"
+    assert len(v["vcpu_thread_ids"]) == 2 and v["qemu_version"]
+    assert w["dirty_rate_mode"] == "page-sampling" and w["dirty_rate_sample_pages_per_gib"] == 16384
+    assert w["dirty_rate_mib_s"] is not None and w["dirty_rate_mib_s"] < 5  # firmware idles
+    assert len(w["cpu_percent_per_vcpu"]) == 2 and 0 <= w["cpu_percent"] < 50
+    assert w["rss_mib"] > 0 and w["guest_memory_used_mib"] is None
+    assert w["net_rx_mib_s"] == 0 and w["net_per_tap"] == {}
+    assert len(r["samples"]) == 2 and all(200 <= s["window_ms"] < 300 for s in r["samples"])
+    assert set(r["stats"]["cpu_percent"]) == {"mean", "stdev", "min", "max", "n"}
+    assert any("page-sampling" in lim for lim in r["limits"])
+    assert any("no balloon device" in lim for lim in r["limits"])
+    assert abs(r["probed_at"] - time.time()) < 10 and r["cached"] is False
+    assert proc.poll() is None
+    # by name: the QEMU's -name, not a WALM record
+    assert probe.run(opts(tmp_path, name="pvm1", samples=1, duration_s=0.2))["vms"][0]["vm"]["pid"] == proc.pid
+
+
+def test_default_probe_wall_time(tmp_path, vm):
+    _, sock = vm
+    t0 = time.time()
+    result = probe.run(opts(tmp_path, qmp_socket=sock, duration_s=1.0, samples=2))
+    wall = time.time() - t0
+    assert wall <= 2.5 and result["probe_wall_time_s"] <= 2.5, wall
+
+
+def test_balloon_without_driver_is_null_not_a_guess(tmp_path):
+    proc, sock = start_qemu(tmp_path, "pballoon", extra=["-device", "virtio-balloon-pci,id=balloon0"])
+    try:
+        (r,) = probe.run(opts(tmp_path, qmp_socket=sock, samples=1, duration_s=0.1))["vms"]
+        assert r["workload"]["guest_memory_used_mib"] is None
+        assert any("balloon reports no statistics" in lim for lim in r["limits"])
+    finally:
+        stop(proc)
+
+
+def test_persist_and_reuse_fresh_reading(tmp_path, vm):
+    _, sock = vm
+    o = opts(tmp_path, name="pvm1", samples=1, duration_s=0.1)
+    checked = probe.run(dict(o, persist=True), check_mode=True)
+    assert checked["persisted"] == [] and not (tmp_path / "state").exists()
+    first = probe.run(dict(o, persist=True))
+    path = str(tmp_path / "state" / "probe" / "pvm1.json")
+    assert first["persisted"] == [path] and oct(os.stat(path).st_mode & 0o777) == "0o600"
+    again = probe.run(dict(o, max_age_s=60))["vms"][0]
+    assert again["cached"] is True and again["probed_at"] == first["vms"][0]["probed_at"] and again["age_s"] >= 0
+    assert probe.run(dict(o, max_age_s=0))["vms"][0]["cached"] is False
+    stale = json.load(open(path))
+    stale["latest"]["probed_at"] -= 3600
+    json.dump(stale, open(path, "w"))
+    assert probe.run(dict(o, max_age_s=60))["vms"][0]["cached"] is False
+    probe.run(dict(o, persist=True))
+    assert len(json.load(open(path))["history"]) == 2
+
+
+def test_dirty_bitmap_on_tcg_is_refused_and_qemu_survives(tmp_path, vm):
+    proc, sock = vm
+    with pytest.raises(WalmError) as err:
+        run_one(tmp_path, qmp_socket=sock, dirty_rate_mode="dirty-bitmap")
+    assert "crashes QEMU 7.2" in str(err.value) and "VM 'pvm1'" in str(err.value)
+    with pytest.raises(WalmError, match="dirty-ring-size"):
+        run_one(tmp_path, qmp_socket=sock, dirty_rate_mode="dirty-ring")
+    time.sleep(0.5)
+    assert proc.poll() is None
+
+
+def run_one(tmp_path, **kw):
+    """What the module does for one VM: a failure is an error."""
+    result = probe.run(opts(tmp_path, **kw))
+    if result["failed_vms"]:
+        raise WalmError(result["failed_vms"][0]["error"], **result["failed_vms"][0])
+    return result["vms"][0]
+
+
+def test_missing_vm(tmp_path):
+    with pytest.raises(WalmError, match="VM 'nosuchvm' is not running on this host"):
+        probe.run(opts(tmp_path, name="nosuchvm"))
+
+
+def test_socket_it_cannot_open(tmp_path):
+    with pytest.raises(WalmError, match="QMP connect failed: QMP socket .*gone.qmp does not exist"):
+        run_one(tmp_path, qmp_socket=str(tmp_path / "gone.qmp"))
+    stale = str(tmp_path / "stale.qmp")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(stale)
+    s.close()
+    with pytest.raises(WalmError, match="nothing is listening on QMP socket"):
+        run_one(tmp_path, qmp_socket=stale)
+    plain = tmp_path / "plain.qmp"
+    plain.write_text("")
+    with pytest.raises(WalmError, match="is not a unix socket"):
+        run_one(tmp_path, qmp_socket=str(plain))
+
+
+def test_vm_without_qmp_is_reported_not_skipped(tmp_path):
+    proc = subprocess.Popen(["qemu-system-x86_64", "-name", "noqmp", "-accel", "tcg", "-m", "64", "-nodefaults",
+                             "-display", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        result = probe.run(opts(tmp_path, samples=1, duration_s=0.1))
+        mine = [f for f in result["failed_vms"] if f["pid"] == proc.pid]
+        assert mine and "no QMP unix socket" in mine[0]["error"] and "-qmp unix:PATH" in mine[0]["error"]
+    finally:
+        stop(proc)
+
+
+def test_vm_migrating_is_refused(tmp_path):
+    """A real migration in progress (to a -incoming defer QEMU, throttled so it lasts) must not be measured."""
+    src, src_sock = start_qemu(tmp_path, "psrc")
+    dst, dst_sock = start_qemu(tmp_path, "pdst", extra=["-incoming", "defer"])
+    uri = "unix:%s" % (tmp_path / "mig.sock")
+    try:
+        with QMP("pdst", dst_sock, 5) as q:
+            q.execute("migrate-incoming", {"uri": uri})
+        with QMP("psrc", src_sock, 5) as q:
+            q.execute("migrate-set-parameters", {"max-bandwidth": 4096})
+            q.execute("migrate", {"uri": uri})
+            deadline = time.time() + 10
+            while q.execute("query-migrate").get("status") != "active":
+                assert time.time() < deadline
+                time.sleep(0.05)
+        with pytest.raises(WalmError) as err:
+            run_one(tmp_path, name="psrc")
+        assert "VM 'psrc' is migrating (query-migrate status active)" in str(err.value)
+        assert err.value.details.get("migration_status") == "active"
+        with pytest.raises(WalmError, match="VM 'pdst' is the destination of an incoming migration"):
+            run_one(tmp_path, name="pdst")
+        # probing every VM: both are reported as not probed, with the reason, and the probe still succeeds
+        everything = probe.run(opts(tmp_path, samples=1, duration_s=0.1))
+        failed = dict((f["name"], f["error"]) for f in everything["failed_vms"])
+        assert "is migrating" in failed["psrc"] and "incoming migration" in failed["pdst"]
+        with QMP("psrc", src_sock, 5) as q:
+            assert q.execute("query-migrate")["status"] == "active"  # the probe did not disturb it
+            q.execute("migrate_cancel")
+    finally:
+        stop(src)
+        stop(dst)
+
+
+# -- a fake monitor for what real QEMU cannot be on demand ------------------------------------------------------
+
+class FakeQEMU(threading.Thread):
+    """A QMP server answering from a table: an old QEMU, or one whose measurement never ends."""
+
+    def __init__(self, path, version, answers):
+        super().__init__(daemon=True)
+        self.version = version
+        self.answers = answers
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(4)
+        self.stopped = False
+
+    def run(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        major, minor, micro = self.version
+        conn.sendall(json.dumps({"QMP": {"version": {"qemu": {"major": major, "minor": minor, "micro": micro},
+                                                     "package": "fake"}, "capabilities": []}}).encode() + b"\n")
+        buf = ""
+        decoder = json.JSONDecoder()
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data.decode()
+            while buf.strip():
+                try:
+                    msg, end = decoder.raw_decode(buf.lstrip())
+                except ValueError:
+                    break  # incomplete message: read more
+                buf = buf.lstrip()[end:]
+                conn.sendall(json.dumps(self.reply(msg)).encode() + b"\n")
+
+    def reply(self, msg):
+        major, minor, micro = self.version
+        cmd = msg.get("execute")
+        if cmd == "qmp_capabilities":
+            return {"return": {}, "id": msg.get("id")}
+        if cmd == "query-version":
+            return {"return": {"qemu": {"major": major, "minor": minor, "micro": micro}, "package": "fake"},
+                    "id": msg.get("id")}
+        if cmd in self.answers:
+            return {"return": self.answers[cmd], "id": msg.get("id")}
+        return {"error": {"class": "CommandNotFound", "desc": "The command %s has not been found" % cmd},
+                "id": msg.get("id")}
+
+    def close(self):
+        self.stopped = True
+        self.srv.close()
+
+
+BASIC = {"query-status": {"status": "running", "running": True}, "query-migrate": {},
+         "query-kvm": {"enabled": False, "present": False},
+         "query-cpus-fast": [{"cpu-index": 0, "thread-id": os.getpid()}],
+         "query-memory-size-summary": {"base-memory": 512 * 1024 * 1024}}
+
+
+def test_qemu_too_old(tmp_path):
+    path = str(tmp_path / "old.qmp")
+    fake = FakeQEMU(path, (5, 1, 0), dict(BASIC, **{"query-commands": [{"name": "query-status"}]}))
+    fake.start()
+    try:
+        with pytest.raises(WalmError) as err:
+            run_one(tmp_path, qmp_socket=path)
+        assert "QEMU 5.1.0 is too old to measure its dirty rate" in str(err.value)
+        assert "upgrade QEMU" in str(err.value)
+    finally:
+        fake.close()
+
+
+def test_another_measurement_never_ending(tmp_path):
+    path = str(tmp_path / "busy.qmp")
+    cmds = [{"name": n} for n in ("calc-dirty-rate", "query-dirty-rate")]
+    fake = FakeQEMU(path, (10, 0, 0), dict(BASIC, **{"query-commands": cmds,
+                                                     "query-dirty-rate": {"status": "measuring"}}))
+    fake.start()
+    try:
+        with pytest.raises(WalmError, match="another dirty-rate measurement is running"):
+            run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.1)
+    finally:
+        fake.close()
+
+
+def test_old_qemu_measures_whole_seconds_with_page_sampling(tmp_path):
+    """QEMU 6.2-8.1: no millisecond windows; the window is rounded up and the reading says so."""
+    path = str(tmp_path / "q7.qmp")
+    cmds = [{"name": n} for n in ("calc-dirty-rate", "query-dirty-rate")]
+    fake = FakeQEMU(path, (7, 2, 0), dict(BASIC, **{
+        "query-commands": cmds, "calc-dirty-rate": {},
+        "query-dirty-rate": {"status": "measured", "dirty-rate": 12, "calc-time": 1}}))
+    fake.start()
+    try:
+        r = run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.3)
+        assert r["settings"]["window_ms"] == 1000 and r["samples"][0]["window_ms"] == 1000
+        assert r["workload"]["dirty_rate_mib_s"] == 12 and r["vm"]["qemu_version"] == "7.2.0"
+        assert any("whole seconds" in lim for lim in r["limits"])
+    finally:
+        fake.close()
+
+
+# -- the module -------------------------------------------------------------------------------------------------
+
+def ansible(args, env, *flags):
+    """One walm_probe run through Ansible on this machine (local connection, this Python)."""
+    argv = [os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", "localhost,", "-c", "local",
+            "-e", "ansible_python_interpreter=" + sys.executable, "localhost"] + list(flags)
+    argv += ["-m", "walm.qemu.walm_probe", "-a", json.dumps(args)]
+    return subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=120)
+
+
+def test_module_docs_and_run(tmp_path, vm):
+    _, sock = vm
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
+    doc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-doc"), "walm.qemu.walm_probe"], cwd=ROOT,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert doc.returncode == 0 and "dirty_rate_mode" in doc.stdout, doc.stdout
+    out = ansible({"qmp_socket": sock, "duration_s": 0.2, "samples": 1, "state_dir": str(tmp_path / "state")},
+                  env, "-C")
+    assert out.returncode == 0, out.stdout
+    assert '"changed": false' in out.stdout and '"name": "pvm1"' in out.stdout
+    bad = ansible({"name": "nosuchvm", "state_dir": str(tmp_path / "state")}, env)
+    assert bad.returncode != 0 and "VM 'nosuchvm' is not running on this host" in bad.stdout
