@@ -257,6 +257,8 @@ class Migration(object):
             "postcopy_requests": ram.get("postcopy-requests", 0),
             "mbps": ram.get("mbps"),
             "wall_time_ms": int((time.time() - t0) * 1000),
+            "started_at": t0,
+            "finished_at": time.time(),
             # Pre-copy that converged before the switch took effect completes as pre-copy.
             "ran_postcopy": postcopy_seen_ms is not None,
             "postcopy_requested_ms": switch.get("postcopy_requested_ms"),
@@ -313,6 +315,8 @@ class Migration(object):
             "wall_time_ms": int((time.time() - t0) * 1000),
             "source_status": vm_status,
             "source_resumed": resumed,
+            "started_at": t0,
+            "finished_at": time.time(),
             "snapshots": snapshots,
         }
 

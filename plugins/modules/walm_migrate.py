@@ -180,6 +180,14 @@ switch_after_passes:
   description: Complete pre-copy passes before the switch (0 for post-copy, null for pre-copy).
   returned: always
   type: int
+started_at:
+  description: When C(migrate) was issued (seconds since the epoch, this host's clock).
+  returned: unless check mode
+  type: float
+finished_at:
+  description: When the migration reached its final state (seconds since the epoch, this host's clock).
+  returned: unless check mode
+  type: float
 source_stop_time:
   description: When the source stopped the guest (QMP STOP event, seconds since the epoch, host clock).
   returned: when completed
