@@ -39,9 +39,10 @@ fi
 trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
 
 qemu_pkgs=(qemu-system-x86 qemu-utils qemu-block-extra)
+# python3-apt: ansible.builtin.apt, which walm.qemu.nfs_shared_storage uses (it needs it even in check mode).
 pkgs=(busybox-static cpio gzip socat iproute2 openssh-server
       openssh-client nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils gcc libc6-dev sysbench kmod xz-utils
-      python3 python3-venv make procps)
+      python3 python3-venv make procps python3-apt)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -78,4 +79,30 @@ fi
 # Ansible finds the collection (walm.qemu.*) through ansible.cfg's collections_path.
 mkdir -p "$here/.collections/ansible_collections/walm"
 ln -sfn "$here" "$here/.collections/ansible_collections/walm/qemu"
+
+# ansible.posix (requirements.yml), for ansible.posix.mount in walm.qemu.nfs_shared_storage. Galaxy is not reachable
+# from every machine this runs on, PyPI is: the `ansible` package there bundles the collection, so its wheel is
+# fetched and only that collection's directory unpacked into .collections (the venv stays ansible-core only). The
+# bundle release pins the collection version: ansible 12.3.0 carries ansible.posix 2.1.0, as requirements.yml says.
+posix_bundle="ansible==12.3.0"
+posix_dir="$here/.collections/ansible_collections/ansible/posix"
+if [ ! -f "$posix_dir/MANIFEST.json" ]; then
+    tmp="$(mktemp -d)"
+    "$venv/bin/pip" download -q --no-deps -d "$tmp/wheel" "$posix_bundle"
+    "$venv/bin/python" - "$tmp" <<'PY'
+import glob, os, sys, zipfile
+tmp = sys.argv[1]
+prefix = "ansible_collections/ansible/posix/"
+with zipfile.ZipFile(glob.glob(os.path.join(tmp, "wheel", "*.whl"))[0]) as whl:
+    members = [m for m in whl.namelist() if m.startswith(prefix)]
+    if not any(m.endswith("/MANIFEST.json") for m in members):
+        sys.exit("install.sh: ansible.posix is not in the downloaded wheel")
+    whl.extractall(os.path.join(tmp, "x"), members)
+PY
+    mkdir -p "$(dirname "$posix_dir")"
+    rm -rf "$posix_dir"
+    # One rename: a half-unpacked collection is never taken for an installed one.
+    mv "$tmp/x/ansible_collections/ansible/posix" "$posix_dir"
+    rm -rf "$tmp"
+fi
 echo "install.sh: ok ($(qemu-system-x86_64 --version | head -1); $("$venv/bin/ansible" --version | head -1))"

@@ -88,7 +88,8 @@ class Migration(object):
 
     def __init__(self, vm, qmp_socket, destination_uri, method="precopy", max_bandwidth_mib_s=0,
                  downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
-                 switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None):
+                 switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None,
+                 resume=False):
         if method not in METHODS:
             raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
         if on_timeout not in ON_TIMEOUT:
@@ -130,6 +131,9 @@ class Migration(object):
                             "destination was prepared without it: prepare it with the same migration_method and "
                             "on_timeout" % (method, on_timeout))
         self._status_before = "running"
+        # resume: continue a post-copy that broke (both sides postcopy-paused) through a destination that
+        # listens again after migrate-recover.
+        self.resume = bool(resume)
 
     def parameters(self):
         # 0 means "as fast as the link goes": QEMU has no 'unlimited', so give it far more than any NIC.
@@ -163,8 +167,25 @@ class Migration(object):
         v = qmp.execute("query-version")["qemu"]
         return capabilities_for(self.method, self.on_timeout, [(v["major"], v["minor"], v["micro"])])
 
+    def _run_resume(self, qmp, check_mode):
+        status = qmp.execute("query-migrate").get("status")
+        if status != "postcopy-paused":
+            raise WalmError("VM '%s': resume needs a post-copy migration paused by a broken link (postcopy-paused), "
+                            "but its migration is %s" % (self.vm, status or "not started"))
+        result = {"method": self.method, "destination_uri": self.destination_uri, "on_timeout": self.on_timeout,
+                  "resume": True, "switch_after_passes": self.switch_after_passes,
+                  "source_status_before": qmp.execute("query-status")["status"]}
+        if check_mode:
+            result.update(status="would-resume", changed=True)
+            return result
+        result.update(self._migrate(qmp))
+        result["changed"] = True
+        return result
+
     def run(self, check_mode=False):
         with QMP(self.vm, self.qmp_socket, self.qmp_timeout_s) as qmp:
+            if self.resume:
+                return self._run_resume(qmp, check_mode)
             caps = self._capabilities(qmp)
             status_before = self.preflight(qmp, caps)
             self._status_before = status_before
@@ -192,13 +213,19 @@ class Migration(object):
         snapshots = []
         stop_ts = None
         switch = {}
+        args = {"uri": self.destination_uri}
+        if self.resume:
+            args["resume"] = True
         try:
-            qmp.execute("migrate", {"uri": self.destination_uri})
+            qmp.execute("migrate", args)
         except QMPFailure as exc:
+            if self.resume:
+                raise WalmError("VM '%s': QEMU refused to resume the post-copy migration: %s" % (self.vm, exc))
             return self._failed(qmp, "QEMU refused to start the migration: %s" % exc, t0, snapshots)
         last_pass = -1
         info = {}
-        postcopy_seen_ms = None
+        postcopy_seen_ms = 0 if self.resume else None
+        left_paused = not self.resume
         while True:
             info = qmp.execute("query-migrate")
             status = info.get("status")
@@ -213,6 +240,12 @@ class Migration(object):
                 postcopy_seen_ms = snap["t_ms"]
             if status in FINAL_STATES:
                 break
+            if status != "postcopy-paused":
+                left_paused = True
+            elif not left_paused and time.time() - t0 < 5:
+                # Right after 'migrate resume' QEMU may still report the old pause: give it a moment.
+                time.sleep(self.poll_s)
+                continue
             if status == "postcopy-paused":
                 # The link broke in post-copy. Never cancel now: the guest runs on the destination with part of
                 # its memory still here. Report it so the caller can recover (migrate-recover + resume).
@@ -338,7 +371,7 @@ def migrate_vm(params, check_mode=False):
                           switch_after_passes=params.get("switch_after_passes") or 2,
                           on_timeout=params.get("on_timeout") or "abort",
                           max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s") or 0,
-                          capabilities=params.get("capabilities"))
+                          capabilities=params.get("capabilities"), resume=params.get("resume", False))
     result = migration.run(check_mode=check_mode)
     result["qemu_version"] = vmhost.qemu_version()[1]
     return result

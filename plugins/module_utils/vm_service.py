@@ -9,6 +9,7 @@ Every mutation is guarded by check_mode and listed in `actions`, so check mode p
 from __future__ import absolute_import, division, print_function
 
 import os
+import socket
 import time
 
 from . import vmhost
@@ -192,6 +193,30 @@ class VMService(object):
             raise
         return self.result(incoming_uri=uri, capabilities=caps)
 
+    def recover(self, listen_address, listen_port=0):
+        """Destination side of post-copy recovery: listen again for the source's 'migrate resume'."""
+        if not listen_address:
+            raise WalmError("state recover needs listen_address: the destination address the source connects to")
+        if not vmhost.running_pid(self.paths):
+            raise WalmError("VM '%s' does not run on this host: there is nothing to recover here" % self.name)
+        host = "[%s]" % listen_address if ":" in listen_address else listen_address
+        with QMP(self.name, self.paths.qmp_socket) as qmp:
+            status = qmp.execute("query-migrate").get("status")
+            record = vmhost.read_record(self.paths) or {}
+            if status in ("postcopy-recover", "postcopy-recover-setup") and record.get("recover_uri"):
+                return self.result(recover_uri=record["recover_uri"], migration_status=status)
+            if status != "postcopy-paused":
+                raise WalmError("VM '%s' has no paused post-copy migration to recover (migration status %s)"
+                                % (self.name, status or "none"), migration_status=status)
+            port = int(listen_port) or _free_port(listen_address)
+            uri = "tcp:%s:%d" % (host, port)
+            self._act("listen for the resumed migration on %s (migrate-recover)" % uri,
+                      qmp.execute, "migrate-recover", {"uri": uri})
+        if not self.check_mode:
+            record["recover_uri"] = uri
+            vmhost.write_record(self.paths, record)
+        return self.result(recover_uri=uri, migration_status=status)
+
     def _bound_uri(self, qmp, host, listen_port):
         """The URI the source must use; with port 0 QEMU picks a free port and reports it."""
         if int(listen_port):
@@ -214,6 +239,17 @@ class VMService(object):
                     self._act("delete tap %s" % nic["tap"], vmhost.delete_tap, nic["tap"])
             self._act("remove record %s" % self.paths.record, _unlink, self.paths.record)
         return self.result()
+
+
+def _free_port(address):
+    """A TCP port free on this host's address now (QEMU's migrate-recover cannot pick one and report it)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def _unlink(path):

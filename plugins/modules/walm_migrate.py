@@ -73,6 +73,13 @@ options:
     description: Bandwidth cap in post-copy (where O(max_bandwidth_mib_s) does not apply); V(0) means no cap.
     type: float
     default: 0
+  resume:
+    description:
+      - Resume a post-copy migration that a broken link paused (C(postcopy-paused) on both sides) to
+        O(destination_uri), where the destination listens again (M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:state=recover)).
+        Capabilities and parameters are left as they are.
+    type: bool
+    default: false
   capabilities:
     description:
       - The capabilities the destination was prepared with (C(capabilities) returned by M(walm.qemu.walm_vm)
@@ -234,6 +241,7 @@ def main():
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
             max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
             capabilities=dict(type="dict"),
+            resume=dict(type="bool", default=False),
             max_bandwidth_mib_s=dict(type="float", default=0),
             downtime_limit_ms=dict(type="int", default=300),
             timeout_s=dict(type="float", default=600),
@@ -250,7 +258,7 @@ def main():
         result = migrate_vm(module.params, check_mode=module.check_mode)
     except WalmError as exc:
         module.fail_json(msg=str(exc), **exc.details)
-    if result["status"] not in ("completed", "would-migrate"):
+    if result["status"] not in ("completed", "would-migrate", "would-resume"):
         module.fail_json(msg="VM '%s': %s; the VM is %s on the source" % (
             module.params["name"], result["error"], result["source_status"]), **result)
     module.exit_json(**result)

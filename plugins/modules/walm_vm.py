@@ -41,8 +41,11 @@ options:
         paused).
       - V(incoming) starts it as the destination of a migration.
       - V(stopped) ensures it does not run here.
+      - V(recover) makes a destination whose post-copy migration broke (C(postcopy-paused)) listen again with
+        C(migrate-recover), so the source can resume the migration (M(walm.qemu.walm_migrate) O(walm.qemu.walm_migrate#module:resume=true)).
+        Returns O(listen_address)'s URI in C(recover_uri).
     type: str
-    choices: [started, incoming, stopped]
+    choices: [started, incoming, stopped, recover]
     default: started
   definition:
     description:
@@ -135,10 +138,10 @@ options:
     type: path
     default: /run/walm
   listen_address:
-    description: With O(state=incoming), the address of this host the source connects to.
+    description: With O(state=incoming) or O(state=recover), the address of this host the source connects to.
     type: str
   listen_port:
-    description: With O(state=incoming), the TCP port to listen on; V(0) lets QEMU pick a free port.
+    description: With O(state=incoming) or O(state=recover), the TCP port to listen on; V(0) picks a free port.
     type: int
     default: 0
   migration_method:
@@ -224,6 +227,10 @@ incoming_uri:
   returned: when state is incoming
   type: str
   sample: tcp:10.77.0.2:40233
+recover_uri:
+  description: With O(state=recover), the URI the source must resume the migration to.
+  returned: when state is recover
+  type: str
 capabilities:
   description: With O(state=incoming), the migration capabilities set here; pass them to M(walm.qemu.walm_migrate)
     so both sides agree.
@@ -264,7 +271,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
-            state=dict(type="str", default="started", choices=["started", "incoming", "stopped"]),
+            state=dict(type="str", default="started", choices=["started", "incoming", "stopped", "recover"]),
             definition=dict(type="dict"),
             state_dir=dict(type="path", default="/run/walm"),
             listen_address=dict(type="str"),
@@ -276,7 +283,8 @@ def main():
             force_resume=dict(type="bool", default=False),
             qemu_binary=dict(type="str", default="qemu-system-x86_64"),
         ),
-        required_if=[("state", "incoming", ("definition", "listen_address"))],
+        required_if=[("state", "incoming", ("definition", "listen_address")),
+                     ("state", "recover", ("listen_address",))],
         supports_check_mode=True,
     )
     if not HAS_QMP:
@@ -292,6 +300,8 @@ def main():
         elif p["state"] == "incoming":
             result = service.incoming(p["definition"], p["listen_address"], p["listen_port"],
                                       p["migration_method"], p["on_timeout"], p["source_qemu_version"])
+        elif p["state"] == "recover":
+            result = service.recover(p["listen_address"], p["listen_port"])
         else:
             result = service.stopped()
     except WalmError as exc:

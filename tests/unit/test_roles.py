@@ -1,0 +1,395 @@
+"""The roles walm.qemu.nfs_shared_storage and walm.qemu.incoming_destination, without the lab.
+
+- Argument specs: parse, document every option, match defaults/main.yml, render with ansible-doc, and reject bad
+  input before any task runs.
+- Kernel mode cannot run on this machine (no nfs/nfsd in its kernel, no modules): its exports template is rendered
+  for two clients, and the whole role runs in check mode against localhost (server and clients are local aliases,
+  every path under a temporary directory), proving that check mode installs, writes and mounts nothing.
+- Userspace mode and tasks_from check_images run for real against a private userspace NFS server (private_nfs.py):
+  the export reachable with nfs-ls, a sparse qcow2 refused, fixed, and left alone while a QEMU uses it.
+- incoming_destination: its failures before anything starts (missing options, same host, unknown VM). Starting a
+  destination QEMU needs a running source VM: that is tests/integration/test_roles.py, in the lab.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import textwrap
+
+import pytest
+import yaml
+
+from ansible_collections.walm.qemu.plugins.module_utils import vmhost
+
+from private_nfs import PrivateNfs, available
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+PYTHON = os.path.join(VENV_BIN, "python")
+ROLES = ("nfs_shared_storage", "incoming_destination")
+RECAP_RE = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+
+def write(path, text):
+    with open(str(path), "w") as f:
+        f.write(textwrap.dedent(text))
+    return str(path)
+
+
+def local_inventory(tmp_path, hosts):
+    """An inventory of local aliases: {name: {var: value}}; every host runs on this machine (connection local)."""
+    inv = {"all": {"hosts": {}}}
+    for name, hostvars in hosts.items():
+        inv["all"]["hosts"][name] = dict({"ansible_connection": "local", "ansible_python_interpreter": PYTHON},
+                                         **hostvars)
+    path = str(tmp_path / "inventory.yml")
+    with open(path, "w") as f:
+        yaml.safe_dump(inv, f)
+    return path
+
+
+def playbook(inventory, path, *args, argv_prefix=(), timeout=600):
+    """Run ansible-playbook from the repository root (its ansible.cfg resolves walm.qemu.*)."""
+    argv = list(argv_prefix) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, path] + list(args)
+    # The collections of ansible.cfg (walm.qemu and ansible.posix from scripts/install.sh), not the path that
+    # pytest-ansible exports for its own fixtures.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
+    proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=timeout, env=env)
+    return proc.returncode, proc.stdout
+
+
+def recap(output):
+    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "failed": int(m.group(5))}
+            for m in RECAP_RE.finditer(output)}
+
+
+def load_yaml(*parts):
+    with open(os.path.join(ROOT, *parts)) as f:
+        return yaml.safe_load(f)
+
+
+# -- argument specs ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("role", ROLES)
+def test_argument_specs_document_every_option_and_match_the_defaults(role):
+    specs = load_yaml("roles", role, "meta", "argument_specs.yml")["argument_specs"]
+    defaults = load_yaml("roles", role, "defaults", "main.yml")
+    documented = set()
+    for entry, spec in specs.items():
+        assert spec.get("short_description"), "%s:%s has no short_description" % (role, entry)
+        for name, opt in spec["options"].items():
+            documented.add(name)
+            assert name.startswith(role + "_"), "%s: option %s is not prefixed with the role name" % (role, name)
+            desc = opt.get("description")
+            assert desc and all(isinstance(d, str) for d in (desc if isinstance(desc, list) else [desc])), name
+            assert opt.get("type"), "%s: option %s has no type" % (role, name)
+            if opt.get("required"):
+                assert name not in defaults, "%s: required option %s has a default" % (role, name)
+                continue
+            assert name in defaults, "%s: option %s is not in defaults/main.yml" % (role, name)
+            if "default" in opt and "{{" not in str(defaults[name]):
+                assert opt["default"] == defaults[name], "%s: default of %s" % (role, name)
+            if "choices" in opt:
+                assert defaults[name] in opt["choices"], "%s: default of %s is not a choice" % (role, name)
+    assert set(defaults) <= documented, "undocumented defaults: %s" % (set(defaults) - documented)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_ansible_doc_renders_the_role(role):
+    proc = subprocess.run([os.path.join(VENV_BIN, "ansible-doc"), "-t", "role", "walm.qemu." + role], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    assert proc.returncode == 0 and "ERROR" not in proc.stdout, proc.stdout[-2000:]
+
+
+def test_playbooks_using_the_roles_pass_syntax_check(tmp_path):
+    inv = local_inventory(tmp_path, {"hv1": {}, "hv2": {}})
+    book = write(tmp_path / "uses.yml", """\
+        - name: Storage
+          hosts: all
+          gather_facts: false
+          roles:
+            - role: walm.qemu.nfs_shared_storage
+              nfs_shared_storage_mode: userspace
+          tasks:
+            - name: Images
+              ansible.builtin.include_role:
+                name: walm.qemu.nfs_shared_storage
+                tasks_from: check_images
+              vars:
+                nfs_shared_storage_images: ["{{ walm_disk_url_base }}/vm1.qcow2"]
+        - name: Destination
+          hosts: hv2
+          gather_facts: false
+          roles:
+            - role: walm.qemu.incoming_destination
+              incoming_destination_vm: vm1
+              incoming_destination_source: hv1
+        """)
+    for path in (book, os.path.join(ROOT, "playbooks", "migrate_vm.yml")):
+        rc, out = playbook(inv, path, "--syntax-check")
+        assert rc == 0, out
+
+
+@pytest.mark.parametrize("role,extra,message", [
+    ("nfs_shared_storage", {"nfs_shared_storage_mode": "nfs4"}, "nfs_shared_storage_mode"),
+    ("nfs_shared_storage", {"nfs_shared_storage_ready_retries": "many"}, "nfs_shared_storage_ready_retries"),
+    ("incoming_destination", {"incoming_destination_source": "hv1"}, "incoming_destination_vm"),
+    ("incoming_destination", {"incoming_destination_vm": "vm1", "incoming_destination_source": "hv1",
+                              "incoming_destination_method": "teleport"}, "incoming_destination_method"),
+])
+def test_argument_validation_fails_before_any_task(tmp_path, role, extra, message):
+    inv = local_inventory(tmp_path, {"hv1": {}, "hv2": {}})
+    book = write(tmp_path / "bad.yml", """\
+        - hosts: hv2
+          gather_facts: false
+          tasks:
+            - ansible.builtin.include_role:
+                name: walm.qemu.%s
+              vars: %s
+        """ % (role, json.dumps(extra)))
+    rc, out = playbook(inv, book)
+    assert rc != 0
+    assert "Validating arguments against arg spec" in out and message in out, out[-3000:]
+    assert "TASK [walm.qemu.%s : " % role not in out.split("Validating arguments")[1], "a task ran after validation"
+
+
+# -- nfs_shared_storage, kernel mode: template and check mode -----------------------------------------------------
+
+KERNEL_HOSTS = {
+    # Loopback addresses only: nothing is contacted (connection local), but the exports must name them.
+    "nfs-server": {"ansible_host": "127.0.0.1"},
+    "hv-a": {"ansible_host": "127.0.0.2"},
+    "hv-b": {"ansible_host": "127.0.0.3", "nfs_shared_storage_address": "127.0.0.4"},
+}
+
+
+def test_exports_template_lists_exactly_the_named_clients(tmp_path):
+    inv = local_inventory(tmp_path, KERNEL_HOSTS)
+    out_file = str(tmp_path / "walm.exports")
+    role = os.path.join(ROOT, "roles", "nfs_shared_storage")
+    book = write(tmp_path / "render.yml", """\
+        - hosts: nfs-server
+          gather_facts: false
+          vars_files: [%(role)s/defaults/main.yml, %(role)s/vars/main.yml]
+          tasks:
+            - ansible.builtin.template:
+                src: %(role)s/templates/walm.exports.j2
+                dest: %(out)s
+                mode: "0644"
+              # Task vars: above the role files loaded as vars_files.
+              vars:
+                nfs_shared_storage_server: nfs-server
+                # The server is listed too: it reaches the export locally, so it gets no entry.
+                nfs_shared_storage_clients: [hv-a, nfs-server, hv-b]
+                nfs_shared_storage_export_dir: /srv/walm
+        """ % {"role": role, "out": out_file})
+    rc, out = playbook(inv, book)
+    assert rc == 0, out
+    lines = [line for line in open(out_file).read().splitlines() if line and not line.startswith("#")]
+    opts = "(rw,sync,no_subtree_check,no_root_squash)"
+    # hv-b's storage address overrides its ansible_host; the order is the clients' order, so a rerun is identical.
+    assert lines == ["/srv/walm 127.0.0.2%s 127.0.0.4%s" % (opts, opts)]
+
+
+def _system_state():
+    with open("/etc/fstab", "rb") as f:
+        fstab = hashlib.sha256(f.read()).hexdigest()
+    mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET,SOURCE,FSTYPE"], stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout
+    pkgs = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Status}\n", "nfs-kernel-server", "nfs-common",
+                           "qemu-utils"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          universal_newlines=True).stdout
+    exports = sorted(os.listdir("/etc/exports.d")) if os.path.isdir("/etc/exports.d") else None
+    return fstab, mounts, pkgs, exports
+
+
+def test_kernel_mode_in_check_mode_installs_writes_and_mounts_nothing(tmp_path):
+    inv = local_inventory(tmp_path, KERNEL_HOSTS)
+    base = tmp_path / "walm"
+    book = write(tmp_path / "kernel.yml", """\
+        - hosts: all
+          gather_facts: false
+          roles:
+            - role: walm.qemu.nfs_shared_storage
+              nfs_shared_storage_server: nfs-server
+              nfs_shared_storage_clients: [hv-a, hv-b, nfs-server]
+              nfs_shared_storage_export_dir: %(base)s/export
+              nfs_shared_storage_exports_file: %(base)s/exports.d/walm.exports
+              nfs_shared_storage_mount_point: %(base)s/images
+          post_tasks:
+            - name: Report
+              ansible.builtin.debug:
+                msg: "BASE {{ inventory_hostname }} {{ walm_disk_url_base }}"
+        """ % {"base": base})
+    before = _system_state()
+    rc, out = playbook(inv, book, "--check", "--diff")
+    assert rc == 0, out[-4000:]
+    assert _system_state() == before, "check mode changed the system"
+    assert not base.exists(), "check mode created %s" % base
+    totals = recap(out)
+    assert all(h["failed"] == 0 for h in totals.values()) and totals["nfs-server"]["changed"] > 0, totals
+    # What a real run would do: the export for the two remote clients, an NFS mount on each, a bind mount on the
+    # server (it is a client too), and where the disks are on each host.
+    assert "127.0.0.2(rw,sync,no_subtree_check,no_root_squash) 127.0.0.4(" in out
+    assert re.search(r"TASK \[walm.qemu.nfs_shared_storage : Mount the export\][^\n]*\n(?:.*\n)*?changed: \[hv-a\]",
+                     out)
+    assert re.search(r"Show the export at the clients' path on the server\][^\n]*\n(?:.*\n)*?changed: \[nfs-server\]",
+                     out)
+    assert "BASE hv-a %s/images" % base in out and "BASE nfs-server %s/images" % base in out
+    assert "RUNNING HANDLER [walm.qemu.nfs_shared_storage : Reload the NFS exports]" in out
+    if not _kernel_has("nfsd"):
+        assert "a real run fails here" in out  # this machine: warned, not failed, in check mode
+
+
+def _kernel_has(fs):
+    with open("/proc/filesystems") as f:
+        return any(line.split()[-1] == fs for line in f if line.strip())
+
+
+# -- nfs_shared_storage, userspace mode and check_images, over a real NFS server -----------------------------------
+
+@pytest.fixture(scope="module")
+def nfs():
+    why = available()
+    if why:
+        pytest.skip("private NFS server: " + why)
+    server = PrivateNfs().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def userspace_play(tmp_path, nfs, images=None, fix=False, url=None, extra_tasks=""):
+    """Two hypervisors (local aliases) in the NFS server's network namespace: the role, then check_images."""
+    inv = local_inventory(tmp_path, {"hv1": {}, "hv2": {}})
+    vars_ = {"nfs_shared_storage_mode": "userspace", "nfs_shared_storage_server": "hv2",
+             "nfs_shared_storage_url": url or nfs.url, "nfs_shared_storage_install_packages": False,
+             "nfs_shared_storage_ready_retries": 2, "nfs_shared_storage_ready_delay_s": 0.2}
+    book = write(tmp_path / "userspace.yml", """\
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - ansible.builtin.include_role:
+                name: walm.qemu.nfs_shared_storage
+              vars: %(vars)s
+            - ansible.builtin.include_role:
+                name: walm.qemu.nfs_shared_storage
+                tasks_from: check_images
+              vars:
+                nfs_shared_storage_images: %(images)s
+                nfs_shared_storage_fix_sparse: %(fix)s
+            - name: Report
+              ansible.builtin.debug:
+                msg: "REPORT {{ {'base': walm_disk_url_base, 'images': nfs_shared_storage_image_report,
+                                 'fixed': nfs_shared_storage_fixed_images} | to_json }}"
+        """ % {"vars": json.dumps(vars_), "images": json.dumps(images or []), "fix": json.dumps(fix)})
+    rc, out = playbook(inv, book, argv_prefix=nfs.netns_argv([]))
+    reports = [json.loads(m) for m in re.findall(r'"msg": "REPORT (.*)"', out.replace('\\"', '"'))]
+    return rc, out, reports
+
+
+def make_sparse(nfs, name):
+    url = "%s/%s" % (nfs.url, name)
+    nfs.run(["qemu-img", "create", "-q", "-f", "qcow2", url, "32M"])
+    nfs.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 2M 64k", url])
+    return url
+
+
+def allocation(nfs, name):
+    return vmhost.qcow2_allocation(os.path.join(nfs.export, name))
+
+
+def test_userspace_mode_checks_the_export_and_publishes_the_url(tmp_path, nfs):
+    rc, out, reports = userspace_play(tmp_path, nfs)
+    assert rc == 0, out[-4000:]
+    assert len(reports) == 2 and all(r["base"] == nfs.url for r in reports)
+    assert "Check that the export is reachable from each client" in out
+
+
+def test_userspace_mode_fails_when_the_export_is_not_there(tmp_path, nfs):
+    rc, out, _ = userspace_play(tmp_path, nfs, url="nfs://127.0.0.1/not-exported")
+    assert rc != 0
+    assert "Check that the export is reachable from each client" in out and "FAILED - RETRYING" in out
+
+
+def test_check_images_refuses_a_sparse_qcow2_and_passes_a_preallocated_one(tmp_path, nfs):
+    sparse = make_sparse(nfs, "r-sparse.qcow2")
+    good = nfs.url + "/r-good.qcow2"
+    nfs.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", good, "32M"])
+    rc, out, _ = userspace_play(tmp_path, nfs, images=[good, {"file": sparse, "format": "qcow2"}])
+    assert rc != 0
+    assert "Sparse qcow2 images opened through QEMU's nfs:// driver: %s." % sparse in out.replace("\n", " ")
+    rc, out, reports = userspace_play(tmp_path, nfs, images=[good])
+    assert rc == 0, out[-4000:]
+    assert reports[0]["images"][0]["image"] == good and not reports[0]["images"][0]["affected"]
+
+
+def test_check_images_fixes_a_sparse_qcow2_once_and_keeps_its_data(tmp_path, nfs):
+    sparse = make_sparse(nfs, "f-sparse.qcow2")
+    rc, out, reports = userspace_play(tmp_path, nfs, images=[sparse], fix=True)
+    assert rc == 0, out[-4000:]
+    assert all(r["fixed"] == [sparse] for r in reports) and reports[0]["images"][0]["affected"]
+    # Converted once (run_once), on one host.
+    assert len(re.findall(r"changed: \[hv[12]\] => \(item=%s\)" % re.escape(sparse), out)) == 1, out[-4000:]
+    allocated, total = allocation(nfs, "f-sparse.qcow2")
+    assert allocated == total
+    read = nfs.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 2M 64k", sparse])
+    assert "Pattern verification failed" not in read.stdout
+    assert sorted(f for f in os.listdir(nfs.export) if f.startswith("f-sparse")) == ["f-sparse.qcow2"]
+    rc, out, reports = userspace_play(tmp_path, nfs, images=[sparse], fix=True)
+    assert rc == 0 and reports[0]["fixed"] == [] and recap(out)["hv1"]["changed"] == 0, out[-4000:]
+
+
+def test_check_images_never_fixes_an_image_a_qemu_uses(tmp_path, nfs):
+    sparse = make_sparse(nfs, "b-sparse.qcow2")
+    holder = subprocess.Popen(["qemu-holder", "-c", "sleep 120; true", "qemu-holder", "-drive",
+                               "file=%s,format=qcow2,if=none" % sparse], executable="/bin/sh")
+    try:
+        rc, out, _ = userspace_play(tmp_path, nfs, images=[sparse], fix=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc != 0
+    assert "that QEMU uses on at least one host: %s." % sparse in out.replace("\n", " ")
+    assert allocation(nfs, "b-sparse.qcow2")[0] < allocation(nfs, "b-sparse.qcow2")[1]
+
+
+# -- incoming_destination: what fails before anything starts ----------------------------------------------------
+
+def test_incoming_destination_refuses_a_vm_the_source_does_not_know(tmp_path):
+    src_dir, dst_dir = tmp_path / "src", tmp_path / "dst"
+    src_dir.mkdir()
+    inv = local_inventory(tmp_path, {"hv1": {"walm_state_dir": str(src_dir), "ansible_host": "127.0.0.1"},
+                                     "hv2": {"walm_state_dir": str(dst_dir), "ansible_host": "127.0.0.1"}})
+    book = write(tmp_path / "dst.yml", """\
+        - hosts: hv2
+          gather_facts: false
+          roles:
+            - role: walm.qemu.incoming_destination
+              incoming_destination_vm: ghost
+              incoming_destination_source: hv1
+        """)
+    rc, out = playbook(inv, book)
+    assert rc != 0
+    assert "VM 'ghost' is not known on this host" in out and str(src_dir) in out, out[-3000:]
+    assert not dst_dir.exists(), "the destination was touched"
+
+
+def test_incoming_destination_refuses_the_source_as_destination(tmp_path):
+    inv = local_inventory(tmp_path, {"hv1": {"walm_state_dir": str(tmp_path)}})
+    book = write(tmp_path / "same.yml", """\
+        - hosts: hv1
+          gather_facts: false
+          roles:
+            - role: walm.qemu.incoming_destination
+              incoming_destination_vm: vm1
+              incoming_destination_source: hv1
+        """)
+    rc, out = playbook(inv, book)
+    assert rc != 0 and "run the role for a destination host other than the source" in out.replace("\n", " ")

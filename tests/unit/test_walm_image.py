@@ -1,0 +1,212 @@
+"""walm_image: the sparse-qcow2-on-nfs:// trap is found, refused and fixed, over a real userspace NFS server.
+
+The lab is not needed: a private rpcbind + nfs-ganesha runs in throwaway namespaces (private_nfs.py), and the module
+runs through Ansible inside that network namespace, exactly as it runs on a hypervisor that reaches its storage only
+through QEMU's `nfs://` driver. Images are made and checked with real qemu-img and qemu-io; no VM is started.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from ansible_collections.walm.qemu.plugins.module_utils import nfsurl, vmhost
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+
+from private_nfs import PrivateNfs, available
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+PATTERN = bytes(range(0xa0, 0xa4))
+
+
+# -- pure functions ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arg,hit", [
+    ("file=nfs://10.0.0.2/vms/a.qcow2,format=qcow2,if=none", True),
+    ("nfs://10.0.0.2/vms/a.qcow2", True),
+    ('json:{"driver":"qcow2","file":{"filename":"nfs://10.0.0.2/vms/a.qcow2"}}', True),
+    ("file=nfs://10.0.0.2/vms/a.qcow2.bak,format=qcow2", False),
+    ("file=nfs://10.0.0.2/vms/xa.qcow2,format=qcow2", False),
+    ("file=nfs://10.0.0.2/vms/a.qcow2x", False),
+])
+def test_image_argument_matching(arg, hit):
+    assert bool(vmhost._image_arg_re("nfs://10.0.0.2/vms/a.qcow2").search(arg)) is hit
+
+
+def test_image_with_a_comma_matches_its_escaped_drive_value():
+    pattern = vmhost._image_arg_re("/srv/a,b.qcow2")
+    assert pattern.search("file=/srv/a,,b.qcow2,format=qcow2")
+    assert not pattern.search("file=/srv/a,,b.qcow2.old,format=qcow2")
+
+
+def test_preallocated_copy_sits_beside_the_image_and_keeps_the_url_options():
+    assert vmhost.preallocated_name("nfs://s/e/a.qcow2") == "nfs://s/e/a.qcow2.walm-prealloc"
+    assert (vmhost.preallocated_name("nfs://s/e/a.qcow2?version=3") == "nfs://s/e/a.qcow2.walm-prealloc?version=3")
+
+
+def test_rename_refuses_across_directories():
+    with pytest.raises(WalmError, match="same NFS directory"):
+        nfsurl.rename("nfs://s/e/x/a.qcow2", "nfs://s/e/y/a.qcow2")
+
+
+def test_local_images_are_never_affected(tmp_path):
+    img = str(tmp_path / "a.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "16M"], check=True)
+    assert vmhost.nfs_trap({"file": img, "format": "qcow2"}) is None
+    allocated, total = vmhost.qcow2_allocation(img)
+    assert allocated < total  # sparse, but the file driver is not exposed to the trap
+
+
+def test_local_preallocation_keeps_the_data(tmp_path):
+    img = str(tmp_path / "a.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=131072", img, "16M"], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xa5 1M 128k", img], check=True,
+                   stdout=subprocess.DEVNULL)
+    info = vmhost.preallocate_qcow2(img)
+    assert info["cluster-size"] == 131072
+    allocated, total = vmhost.qcow2_allocation(img)
+    assert allocated == total
+    read = subprocess.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0xa5 1M 128k", img],
+                          stdout=subprocess.PIPE, universal_newlines=True, check=True)
+    assert "Pattern verification failed" not in read.stdout
+    assert os.listdir(str(tmp_path)) == ["a.qcow2"]
+
+
+# -- over a real NFS server -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nfs():
+    why = available()
+    if why:
+        pytest.skip("private NFS server: " + why)
+    server = PrivateNfs().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def walm_image(nfs, args, check_mode=False):
+    """Run the module through Ansible in the NFS server's network namespace; returns (ok, result)."""
+    with tempfile.TemporaryDirectory() as tree:
+        argv = [os.path.join(VENV_BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+                "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"),
+                "-m", "walm.qemu.walm_image", "-a", json.dumps(args), "-t", tree]
+        if check_mode:
+            argv.append("--check")
+        proc = nfs.run(argv, check=False, cwd=ROOT, timeout=300)
+        path = os.path.join(tree, "localhost")
+        result = json.load(open(path)) if os.path.exists(path) else {"msg": proc.stdout}
+    return proc.returncode == 0, result
+
+
+def make_sparse(nfs, name, data_at_mib=1):
+    url = "%s/%s" % (nfs.url, name)
+    nfs.run(["qemu-img", "create", "-q", "-f", "qcow2", url, "32M"])
+    nfs.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xa5 %dM 64k" % data_at_mib, url])
+    return url
+
+
+def export_files(nfs):
+    return sorted(os.listdir(nfs.export))
+
+
+def test_sparse_image_on_nfs_is_refused(nfs):
+    url = make_sparse(nfs, "refused.qcow2")
+    ok, res = walm_image(nfs, {"image": url})
+    assert not ok
+    assert "sparse qcow2" in res["msg"] and "preallocation=metadata" in res["msg"]
+    assert res["affected"] and res["nfs"] and res["allocated_clusters"] < res["total_clusters"]
+    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "report"})
+    assert ok and not res["changed"] and res["affected"]
+
+
+def test_fix_converts_atomically_keeps_data_and_is_idempotent(nfs):
+    url = make_sparse(nfs, "fixed.qcow2", data_at_mib=3)
+    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"}, check_mode=True)
+    assert ok and res["changed"] and res["fixed"]
+    assert vmhost.qcow2_allocation(os.path.join(nfs.export, "fixed.qcow2"))[0] < 512, "check mode converted"
+
+    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
+    assert ok, res["msg"]
+    assert res["changed"] and res["fixed"] and res["affected"]
+    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "refuse"})
+    assert ok and not res["changed"] and not res["sparse"] and not res["affected"]
+    assert res["allocated_clusters"] == res["total_clusters"] == 512
+    read = nfs.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0xa5 3M 64k", "-c", "read -P 0 0 1M", url])
+    assert "Pattern verification failed" not in read.stdout
+    assert "fixed.qcow2.walm-prealloc" not in export_files(nfs)
+    nfs.run(["qemu-img", "check", "-q", "-f", "qcow2", url])
+
+    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
+    assert ok and not res["changed"] and not res["fixed"]
+
+
+def test_fix_is_refused_while_qemu_uses_the_image(nfs):
+    url = make_sparse(nfs, "busy.qcow2")
+    # Stands in for a QEMU that has the image open: a process named qemu-* with the image on its command line.
+    holder = subprocess.Popen(["qemu-holder", "-c", "sleep 60; true", "qemu-holder", "-drive",
+                               "file=%s,format=qcow2,if=none,cache=none" % url], executable="/bin/sh")
+    try:
+        ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
+        assert not ok and "cannot be fixed while QEMU uses it" in res["msg"]
+        assert holder.pid in [p["pid"] for p in res["in_use_by"]]
+        assert not res["changed"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert vmhost.qcow2_allocation(os.path.join(nfs.export, "busy.qcow2"))[0] < 512
+
+
+def test_raw_and_missing_images(nfs):
+    raw = "%s/disk.raw" % nfs.url
+    nfs.run(["qemu-img", "create", "-q", "-f", "raw", raw, "16M"])
+    ok, res = walm_image(nfs, {"image": raw, "format": "raw"})
+    assert ok and res["exists"] and not res["affected"]
+    ok, res = walm_image(nfs, {"image": nfs.url + "/nothing.qcow2", "must_exist": False})
+    assert ok and not res["exists"] and not res["changed"]
+    ok, res = walm_image(nfs, {"image": nfs.url + "/nothing.qcow2"})
+    assert not ok and "does not exist" in res["msg"]
+
+
+def nfsurl_call(nfs, code):
+    """Run nfsurl code in the server's network namespace (libnfs talks to nfs://127.0.0.1 there)."""
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from ansible_collections.walm.qemu.plugins.module_utils import nfsurl\n"
+              "u = %r\n" % (os.path.join(ROOT, ".collections"), nfs.url)) + code
+    return nfs.run([os.path.join(VENV_BIN, "python"), "-c", script]).stdout
+
+
+def test_nfs_rename_and_remove_through_libnfs(nfs):
+    with open(os.path.join(nfs.export, "a.tmp"), "wb") as f:
+        f.write(PATTERN)
+    with open(os.path.join(nfs.export, "b.bin"), "wb") as f:
+        f.write(b"old")
+    nfsurl_call(nfs, "nfsurl.rename(u + '/a.tmp', u + '/b.bin')\n")
+    assert open(os.path.join(nfs.export, "b.bin"), "rb").read() == PATTERN  # replaced in one rename
+    assert "a.tmp" not in export_files(nfs)
+    out = nfsurl_call(nfs, "print(nfsurl.remove(u + '/b.bin'), nfsurl.remove(u + '/b.bin'))\n")
+    assert out.split() == ["True", "False"]
+    assert "b.bin" not in export_files(nfs)
+    out = nfsurl_call(nfs, "try:\n    nfsurl.remove(u + '/b.bin', missing_ok=False)\n"
+                           "except Exception as e:\n    print('ERR', e)\n")
+    assert out.startswith("ERR") and "b.bin" in out
+
+
+def test_walm_vm_guard_still_refuses_a_sparse_nfs_disk(nfs):
+    """vmhost.check_disk_migratable (walm_vm's check before starting a VM) shares nfs_trap with walm_image."""
+    sparse = make_sparse(nfs, "guard.qcow2")
+    good = nfs.url + "/guard-good.qcow2"
+    nfs.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", good, "16M"])
+    out = nfsurl_call(nfs, (
+        "from ansible_collections.walm.qemu.plugins.module_utils import vmhost\n"
+        "vmhost.check_disk_migratable('vm1', {'file': %r, 'format': 'qcow2'})\n"
+        "vmhost.check_disk_migratable('vm1', {'file': %r, 'format': 'raw'})\n"
+        "try:\n"
+        "    vmhost.check_disk_migratable('vm1', {'file': %r, 'format': 'qcow2'})\n"
+        "except Exception as e:\n"
+        "    print('REFUSED', e)\n") % (good, sparse, sparse))
+    assert out.startswith("REFUSED VM 'vm1': disk %s is a sparse qcow2" % sparse), out
