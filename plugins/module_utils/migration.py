@@ -89,12 +89,14 @@ class Migration(object):
     def __init__(self, vm, qmp_socket, destination_uri, method="precopy", max_bandwidth_mib_s=0,
                  downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
                  switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None,
-                 resume=False):
+                 resume=False, check_mode_without_destination=False):
         if method not in METHODS:
             raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
         if on_timeout not in ON_TIMEOUT:
             raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
-        if not destination_uri or ":" not in destination_uri:
+        if check_mode_without_destination and not destination_uri:
+            destination_uri = "(prepared in check mode: not listening)"
+        elif not destination_uri or ":" not in destination_uri:
             raise WalmError("destination_uri %r is not a QEMU migration URI (e.g. tcp:10.0.0.2:49152)"
                             % (destination_uri,))
         if max_bandwidth_mib_s is None or max_bandwidth_mib_s < 0:
@@ -364,6 +366,14 @@ def migrate_vm(params, check_mode=False):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"
                         % (params["name"], params["state_dir"], ", ".join(known) or "none"))
+    expected = params.get("expected_definition_sha256")
+    if expected:
+        record = vmhost.read_record(paths) or {}
+        if record.get("definition_sha256") != expected:
+            raise WalmError("VM '%s': the destination was prepared from a different definition (sha256 %s) than the "
+                            "one this host runs (%s); migrating would fail or corrupt the guest. Stop the "
+                            "destination copy and prepare it from this host's record (walm_vm_info)."
+                            % (params["name"], expected, record.get("definition_sha256") or "unrecorded"))
     migration = Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
                           max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
                           downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
@@ -371,7 +381,9 @@ def migrate_vm(params, check_mode=False):
                           switch_after_passes=params.get("switch_after_passes") or 2,
                           on_timeout=params.get("on_timeout") or "abort",
                           max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s") or 0,
-                          capabilities=params.get("capabilities"), resume=params.get("resume", False))
+                          capabilities=params.get("capabilities"), resume=params.get("resume", False),
+                          # In check mode the destination was only validated, so there is no URI to check yet.
+                          check_mode_without_destination=check_mode)
     result = migration.run(check_mode=check_mode)
     result["qemu_version"] = vmhost.qemu_version()[1]
     return result

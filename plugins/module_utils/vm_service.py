@@ -16,7 +16,7 @@ from . import vmhost
 from .errors import WalmError
 from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
-from .vmdef import HostPaths, normalize
+from .vmdef import HostPaths, fingerprint, normalize
 
 
 class VMService(object):
@@ -54,6 +54,7 @@ class VMService(object):
                         "qemu_version": record.get("qemu_version"),
                         "qemu_version_tuple": record.get("qemu_version_tuple"), "argv": record.get("argv"),
                         "capabilities": record.get("capabilities"),
+                        "definition_sha256": record.get("definition_sha256"),
                         "incoming_uri": record.get("incoming_uri"), "started_at": record.get("started_at")})
         return out
 
@@ -97,7 +98,8 @@ class VMService(object):
 
     def _record(self, d, argv, role, **extra):
         version = vmhost.qemu_version(self.qemu_binary)
-        record = {"name": self.name, "definition": d, "argv": argv, "role": role,
+        record = {"name": self.name, "definition": d, "definition_sha256": fingerprint(d), "argv": argv,
+                  "role": role,
                   "qemu_version": version[1], "qemu_version_tuple": list(version[0]),
                   "started_at": time.time()}
         record.update(extra)
@@ -170,13 +172,14 @@ class VMService(object):
                     raise WalmError("VM '%s' already waits here for a migration, prepared with capabilities %s; "
                                     "this request needs %s: stop it (state: stopped) and prepare it again"
                                     % (self.name, record.get("capabilities"), caps))
-                return self.result(incoming_uri=record["incoming_uri"], capabilities=caps)
+                return self.result(incoming_uri=record["incoming_uri"], capabilities=caps,
+                                   definition_sha256=record.get("definition_sha256"))
             raise WalmError("VM '%s' already runs on this host (status %s): a destination must not have it; stop "
                             "it first if it is a leftover" % (self.name, status), status=status)
         d = self._prepare(definition, for_incoming=True)
         if self.check_mode:
             self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
-            return self.result(incoming_uri=None, capabilities=caps)
+            return self.result(incoming_uri=None, capabilities=caps, definition_sha256=fingerprint(d))
         self.actions.append("start VM %s in incoming mode" % self.name)
         self.changed = True
         pid, argv = self._start(d, incoming=True)
@@ -191,7 +194,7 @@ class VMService(object):
             # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
             vmhost.stop_qemu(self.name, self.paths)
             raise
-        return self.result(incoming_uri=uri, capabilities=caps)
+        return self.result(incoming_uri=uri, capabilities=caps, definition_sha256=fingerprint(d))
 
     def recover(self, listen_address, listen_port=0):
         """Destination side of post-copy recovery: listen again for the source's 'migrate resume'."""

@@ -11,6 +11,8 @@ same record, with only host-specific paths (QMP socket, pidfile, console log) ch
 from __future__ import absolute_import, division, print_function
 
 import copy
+import hashlib
+import json
 import os
 import re
 
@@ -189,3 +191,8 @@ def qemu_argv(d, paths, qemu_binary="qemu-system-x86_64", incoming=False):
 def _drive_escape(value):
     # QEMU option syntax: a comma inside a value is written as two commas.
     return value.replace(",", ",,")
+
+
+def fingerprint(d):
+    """sha256 of a normalized definition: equal on both hosts exactly when they would build the same machine."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -39,9 +39,11 @@ options:
     type: path
     default: /run/walm
   destination_uri:
-    description: Migration URI of the prepared destination, as returned by M(walm.qemu.walm_vm) O(state=incoming).
+    description:
+      - Migration URI of the prepared destination, as returned by M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:state=incoming)
+        (or C(recover_uri) of O(walm.qemu.walm_vm#module:state=recover) with O(resume=true)).
+      - Required, except in check mode, where the destination is only validated and does not listen yet.
     type: str
-    required: true
   method:
     description:
       - V(precopy) sends memory in passes until the remainder fits O(downtime_limit_ms); the source keeps the VM
@@ -73,6 +75,12 @@ options:
     description: Bandwidth cap in post-copy (where O(max_bandwidth_mib_s) does not apply); V(0) means no cap.
     type: float
     default: 0
+  expected_definition_sha256:
+    description:
+      - C(definition_sha256) returned by M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:state=incoming) on the
+        destination. If given and it differs from this VM's recorded definition, the module fails before anything
+        is touched, because the destination would build a different machine.
+    type: str
   resume:
     description:
       - Resume a post-copy migration that a broken link paused (C(postcopy-paused) on both sides) to
@@ -235,13 +243,14 @@ def main():
         argument_spec=dict(
             name=dict(type="str", required=True),
             state_dir=dict(type="path", default="/run/walm"),
-            destination_uri=dict(type="str", required=True),
+            destination_uri=dict(type="str"),
             method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
             switch_after_passes=dict(type="int", default=2),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
             max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
             capabilities=dict(type="dict"),
             resume=dict(type="bool", default=False),
+            expected_definition_sha256=dict(type="str"),
             max_bandwidth_mib_s=dict(type="float", default=0),
             downtime_limit_ms=dict(type="int", default=300),
             timeout_s=dict(type="float", default=600),

@@ -227,6 +227,11 @@ incoming_uri:
   returned: when state is incoming
   type: str
   sample: tcp:10.77.0.2:40233
+definition_sha256:
+  description: With O(state=incoming), the fingerprint of the definition the destination was started from; pass it
+    to M(walm.qemu.walm_migrate) (O(walm.qemu.walm_migrate#module:expected_definition_sha256)).
+  returned: when state is incoming
+  type: str
 recover_uri:
   description: With O(state=recover), the URI the source must resume the migration to.
   returned: when state is recover

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from walmlab import playbook  # noqa: E402
+from walmlab import pid_running, playbook, stop_vm  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +17,13 @@ def lab():
         yield
     finally:
         playbook("lab_teardown.yml", timeout=600)
+
+
+@pytest.fixture
+def vm(lab, request):
+    """A VM name unique to the test (prefix from the module's VM_PREFIX), stopped on both hosts afterwards."""
+    prefix = getattr(request.module, "VM_PREFIX", "it-")
+    name = prefix + request.node.name.replace("test_", "")[:23 - len(prefix)].replace("_", "-")
+    yield name
+    stop_vm(name)
+    assert not pid_running("walm-src", name) and not pid_running("walm-dst", name)

@@ -19,12 +19,7 @@ from walmlab import (console_log, console_text, kernel_trouble, migrate, module,
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture
-def vm(lab, request):
-    name = "it-" + request.node.name.replace("test_", "")[:20].replace("_", "-")
-    yield name
-    stop_vm(name)
-    assert not pid_running("walm-src", name) and not pid_running("walm-dst", name)
+VM_PREFIX = "it-"
 
 
 def qmp_status(host, name):
@@ -252,3 +247,63 @@ def _dst_migration_status(vm):
             return q.execute("query-migrate").get("status")
     except Exception:  # noqa: BLE001 - the socket may be busy with the playbook's own call
         return None
+
+
+def test_destination_killed_during_precopy_keeps_vm_on_source(vm):
+    """The destination QEMU dies mid pre-copy: the migration fails and the guest runs on, intact, on the source."""
+    start_vm(vm, "wset", HEAVY_WSET)
+    src_log = console_log("walm-src", vm)
+    wait_until(lambda: last(parse_console(src_log, "wset"), "written_mib"), 60, "wset progress")
+    outcome = {}
+
+    def run():
+        outcome["proc"], outcome["result"] = migrate(vm, {"walm_method": "precopy", "walm_timeout_s": 120},
+                                                     check=False)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        wait_until(lambda: _dst_migration_status(vm) == "active", 90, "pre-copy under way on the destination")
+        time.sleep(2)
+        pid = pid_running("walm-dst", vm)
+        assert pid, "destination QEMU not found"
+        os.kill(pid, 9)
+    finally:
+        worker.join(300)
+    proc, result = outcome["proc"], outcome["result"]
+    assert proc.returncode != 0
+    assert result["status"] == "failed", result
+    assert result["source_status_after"] == "running"
+    assert qmp_status("walm-src", vm) == "running" and not pid_running("walm-dst", vm)
+    seen = last(parse_console(src_log, "wset"), "written_mib")
+    wait_until(lambda: last(parse_console(src_log, "wset"), "written_mib") > seen + 100, 30,
+               "the guest to keep writing on the source")
+    assert kernel_trouble(src_log) == [] and "ERROR" not in console_text(src_log)
+
+
+def test_check_mode_validates_both_sides_and_touches_nothing(vm):
+    start_vm(vm, "idle")
+    src_pid = pid_running("walm-src", vm)
+    proc, result = migrate(vm, {"walm_method": "postcopy"}, options=["--check"])
+    assert "Would migrate %s from walm-src to walm-dst" % vm in proc.stdout, proc.stdout[-3000:]
+    assert "postcopy-ram" in proc.stdout
+    assert result is None  # no result file in check mode
+    assert pid_running("walm-src", vm) == src_pid and qmp_status("walm-src", vm) == "running"
+    assert not pid_running("walm-dst", vm)
+    assert not os.path.exists(os.path.join(state_dir("walm-dst"), vm + ".json"))
+
+
+def test_mismatched_destination_definition_is_refused_before_anything_changes(vm):
+    """A destination built from another definition (here: twice the memory) is refused before `migrate`."""
+    start_vm(vm, "idle")
+    _, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
+    other = dict(info["vms"][0]["definition"], memory_mib=1024)
+    _, dst = module("walm-dst", "walm.qemu.walm_vm", {"name": vm, "state": "incoming", "definition": other,
+                                                      "state_dir": state_dir("walm-dst"),
+                                                      "listen_address": "10.77.0.2"})
+    ok, res = module("walm-src", "walm.qemu.walm_migrate",
+                     {"name": vm, "state_dir": state_dir("walm-src"), "destination_uri": dst["incoming_uri"],
+                      "expected_definition_sha256": dst["definition_sha256"]}, check=False)
+    assert not ok and "prepared from a different definition" in res["msg"], res
+    assert qmp_status("walm-src", vm) == "running"
+    assert qmp_status("walm-dst", vm) == "inmigrate"  # untouched: still waiting, nothing was sent

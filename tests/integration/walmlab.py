@@ -35,8 +35,9 @@ def run(argv, timeout=600, check=True, env=None):
     return proc
 
 
-def playbook(name, extra_vars=None, check=True, timeout=600):
+def playbook(name, extra_vars=None, check=True, timeout=600, options=()):
     argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, os.path.join("playbooks", name)]
+    argv += list(options)
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     return run(argv, timeout=timeout, check=check)
@@ -67,12 +68,12 @@ def stop_vm(vm):
                check=False)
 
 
-def migrate(vm, extra=None, check=True):
+def migrate(vm, extra=None, check=True, options=()):
     result_file = os.path.join(tempfile.mkdtemp(prefix="walm-it-"), "result.json")
     ev = {"walm_vm_name": vm, "walm_source": "walm-src", "walm_destination": "walm-dst",
           "walm_result_file": result_file}
     ev.update(extra or {})
-    proc = playbook("migrate_vm.yml", ev, check=check)
+    proc = playbook("migrate_vm.yml", ev, check=check, options=options)
     result = json.load(open(result_file)) if os.path.exists(result_file) else None
     return proc, result
 

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
-from walmlab import INVENTORY, LAB_DIR, ROOT, VENV_BIN, pid_running, run, start_vm, state_dir, stop_vm
+from walmlab import INVENTORY, LAB_DIR, ROOT, VENV_BIN, pid_running, run, start_vm, state_dir
 
 pytestmark = pytest.mark.lab
 
@@ -212,12 +212,7 @@ def destination(vm, method="precopy", check_mode=False):
     return rc, out, (reports[0] if reports else None)
 
 
-@pytest.fixture
-def vm(lab, request):
-    name = "it-id-" + request.node.name.replace("test_", "")[:18].replace("_", "-")
-    yield name
-    stop_vm(name)
-    assert not pid_running("walm-src", name) and not pid_running("walm-dst", name)
+VM_PREFIX = "it-id-"
 
 
 def dst_status(name):
