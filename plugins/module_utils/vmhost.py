@@ -157,6 +157,10 @@ def processes_using(file):
             continue
         if not argv or not os.path.basename(argv[0]).startswith("qemu-"):
             continue
+        # A qemu-img that only looks (-U/--force-share: info, check, map) does not hold the image; WALM's own
+        # inspections are of that kind and may run at the same time on another host of a shared process table.
+        if os.path.basename(argv[0]) == "qemu-img" and ("-U" in argv or "--force-share" in argv):
+            continue
         if any(pattern.search(a) for a in argv[1:]):
             users.append({"pid": int(entry), "argv0": argv[0]})
     return users

@@ -23,7 +23,6 @@ import yaml
 
 from ansible_collections.walm.qemu.plugins.module_utils import vmhost
 
-from private_nfs import PrivateNfs, available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -253,16 +252,6 @@ def _kernel_has(fs):
 
 # -- nfs_shared_storage, userspace mode and check_images, over a real NFS server -----------------------------------
 
-@pytest.fixture(scope="module")
-def nfs():
-    why = available()
-    if why:
-        pytest.skip("private NFS server: " + why)
-    server = PrivateNfs().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def userspace_play(tmp_path, nfs, images=None, fix=False, url=None, extra_tasks=""):

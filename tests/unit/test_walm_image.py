@@ -15,7 +15,6 @@ import pytest
 from ansible_collections.walm.qemu.plugins.module_utils import nfsurl, vmhost
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 
-from private_nfs import PrivateNfs, available
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -77,16 +76,6 @@ def test_local_preallocation_keeps_the_data(tmp_path):
 
 # -- over a real NFS server -------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def nfs():
-    why = available()
-    if why:
-        pytest.skip("private NFS server: " + why)
-    server = PrivateNfs().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def walm_image(nfs, args, check_mode=False):
