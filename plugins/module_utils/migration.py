@@ -11,8 +11,10 @@ from __future__ import absolute_import, division, print_function
 
 import time
 
+from . import vmhost
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
+from .vmdef import HostPaths
 
 METHODS = ("precopy", "postcopy", "hybrid")
 ON_TIMEOUT = ("abort", "postcopy")
@@ -53,15 +55,24 @@ def capabilities_for(method, on_timeout="abort", qemu_versions=()):
     return caps
 
 
-def set_capabilities(qmp, caps):
-    """Set capabilities after checking this QEMU knows them all (clear error instead of QEMU's)."""
+def check_capabilities(qmp, caps):
+    """Fail clearly (instead of with QEMU's error) when this QEMU lacks one of the capabilities."""
     known = set(c["capability"] for c in qmp.execute("query-migrate-capabilities"))
     missing = sorted(set(caps) - known)
     if missing:
         raise WalmError("VM '%s': this QEMU does not support migration capabilities %s"
                         % (qmp.vm, ", ".join(missing)))
+
+
+def apply_capabilities(qmp, caps):
     qmp.execute("migrate-set-capabilities",
                 {"capabilities": [{"capability": k, "state": bool(v)} for k, v in sorted(caps.items())]})
+
+
+def set_capabilities(qmp, caps):
+    """Set capabilities after checking this QEMU knows them all."""
+    check_capabilities(qmp, caps)
+    apply_capabilities(qmp, caps)
 
 
 def _snapshot(info, t0):
@@ -156,11 +167,7 @@ class Migration(object):
         if current in ACTIVE_STATES:
             raise WalmError("VM '%s' is already migrating (status %s); wait for it or cancel it first"
                             % (self.vm, current), source_status=status)
-        known = set(c["capability"] for c in qmp.execute("query-migrate-capabilities"))
-        missing = sorted(set(caps) - known)
-        if missing:
-            raise WalmError("VM '%s': this QEMU lacks migration capabilities %s needed for %s"
-                            % (self.vm, ", ".join(missing), self.method))
+        check_capabilities(qmp, caps)
         return status
 
     def _capabilities(self, qmp):
@@ -199,7 +206,7 @@ class Migration(object):
             if check_mode:
                 result.update(status="would-migrate", changed=True)
                 return result
-            set_capabilities(qmp, caps)
+            apply_capabilities(qmp, caps)  # preflight() has checked that QEMU supports them
             qmp.execute("migrate-set-parameters", result["parameters"])
             qmp.events()  # drop stale events so STOP below belongs to this migration
             result.update(self._migrate(qmp))
@@ -242,26 +249,24 @@ class Migration(object):
                 postcopy_seen_ms = snap["t_ms"]
             if status in FINAL_STATES:
                 break
-            if status != "postcopy-paused":
-                left_paused = True
-            elif not left_paused and time.time() - t0 < 5:
-                # Right after 'migrate resume' QEMU may still report the old pause: give it a moment.
-                time.sleep(self.poll_s)
-                continue
             if status == "postcopy-paused":
+                if not left_paused and time.time() - t0 < 5:
+                    # Right after 'migrate resume' QEMU may still report the old pause: give it a moment.
+                    time.sleep(self.poll_s)
+                    continue
                 # The link broke in post-copy. Never cancel now: the guest runs on the destination with part of
                 # its memory still here. Report it so the caller can recover (migrate-recover + resume).
                 return self._paused(qmp, info, t0, snapshots, switch, stop_ts)
+            left_paused = True
             if not switch and status == "active" and self._switch_at_sync is not None \
                     and snap["pass"] >= self._switch_at_sync:
                 switch = self._start_postcopy(qmp, t0, "after %d complete pre-copy passes" % self.switch_after_passes
                                               if self.switch_after_passes else "as soon as the first pass started")
-            elif time.time() - t0 > self.timeout_s and postcopy_seen_ms is None:
-                if self.on_timeout == "postcopy" and not switch:
-                    switch = self._start_postcopy(qmp, t0, "pre-copy had not completed within timeout_s=%d s"
-                                                  % self.timeout_s)
-                elif not switch:
+            elif not switch and postcopy_seen_ms is None and time.time() - t0 > self.timeout_s:
+                if self.on_timeout != "postcopy":
                     return self._cancel(qmp, t0, snapshots, info)
+                switch = self._start_postcopy(qmp, t0, "pre-copy had not completed within timeout_s=%d s"
+                                              % self.timeout_s)
             time.sleep(self.poll_s)
         if info["status"] != "completed":
             why = info.get("error-desc") or info["status"]
@@ -306,11 +311,10 @@ class Migration(object):
         }
 
     def _paused(self, qmp, info, t0, snapshots, switch, stop_ts):
-        out = self._result(qmp, info, t0, snapshots, switch, stop_ts, 0, status="postcopy-paused",
-                           error="the migration stream broke during post-copy; both sides are paused and the "
-                                 "guest can be recovered: migrate-recover on the destination, then migrate with "
-                                 "resume on the source. Do not cancel and do not stop either QEMU.")
-        return out
+        return self._result(qmp, info, t0, snapshots, switch, stop_ts, 0, status="postcopy-paused",
+                            error="the migration stream broke during post-copy; both sides are paused and the "
+                                  "guest can be recovered: migrate-recover on the destination, then migrate with "
+                                  "resume on the source. Do not cancel and do not stop either QEMU.")
 
     def _cancel(self, qmp, t0, snapshots, info):
         """Pre-copy did not finish in time: cancel, and make sure the VM runs on here again."""
@@ -358,22 +362,18 @@ class Migration(object):
 
 def migrate_vm(params, check_mode=False):
     """walm_migrate: find the VM on this host and migrate it; returns the result dict."""
-    from . import vmhost
-    from .vmdef import HostPaths
-
     paths = HostPaths(params["state_dir"], params["name"])
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"
                         % (params["name"], params["state_dir"], ", ".join(known) or "none"))
+    record = vmhost.read_record(paths) or {}
     expected = params.get("expected_definition_sha256")
-    if expected:
-        record = vmhost.read_record(paths) or {}
-        if record.get("definition_sha256") != expected:
-            raise WalmError("VM '%s': the destination was prepared from a different definition (sha256 %s) than the "
-                            "one this host runs (%s); migrating would fail or corrupt the guest. Stop the "
-                            "destination copy and prepare it from this host's record (walm_vm_info)."
-                            % (params["name"], expected, record.get("definition_sha256") or "unrecorded"))
+    if expected and record.get("definition_sha256") != expected:
+        raise WalmError("VM '%s': the destination was prepared from a different definition (sha256 %s) than the "
+                        "one this host runs (%s); migrating would fail or corrupt the guest. Stop the "
+                        "destination copy and prepare it from this host's record (walm_vm_info)."
+                        % (params["name"], expected, record.get("definition_sha256") or "unrecorded"))
     migration = Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
                           max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
                           downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
@@ -385,5 +385,6 @@ def migrate_vm(params, check_mode=False):
                           # In check mode the destination was only validated, so there is no URI to check yet.
                           check_mode_without_destination=check_mode)
     result = migration.run(check_mode=check_mode)
-    result["qemu_version"] = vmhost.qemu_version()[1]
+    # The QEMU that runs the VM, which the binary on disk may no longer be after an upgrade.
+    result["qemu_version"] = record.get("qemu_version") or vmhost.qemu_version()[1]
     return result

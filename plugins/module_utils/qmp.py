@@ -158,10 +158,6 @@ class QMP(object):
             self._fail("events", "connection lost: %s" % exc)
         return [dict(e) for e in out]
 
-    @property
-    def connected(self):
-        return self._connected and self._client.runstate == Runstate.RUNNING
-
     def _abort(self):
         try:
             self._run(self._client.disconnect(), 5.0)

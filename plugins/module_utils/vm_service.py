@@ -110,8 +110,7 @@ class VMService(object):
             self.actions.append("create state dir %s" % self.paths.state_dir)
         for nic in d["nics"]:
             vmhost.ensure_tap(nic)
-        pid, argv = vmhost.start_qemu(d, self.paths, incoming=incoming, binary=self.qemu_binary)
-        return pid, argv
+        return vmhost.start_qemu(d, self.paths, incoming=incoming, binary=self.qemu_binary)
 
     # -- states -----------------------------------------------------------------------------------------------
 
@@ -136,8 +135,6 @@ class VMService(object):
         if not definition:
             raise WalmError("VM '%s' is not running on this host and no definition was given to start it"
                             % self.name)
-        if not self.check_mode:
-            vmhost.ensure_state_dir(self.paths.state_dir)
         d = self._prepare(definition, for_incoming=False)
         if self.check_mode:
             self._act("start VM %s (%d MiB, %d vCPUs, %s)" % (self.name, d["memory_mib"], d["vcpus"], d["accel"]))
@@ -186,9 +183,8 @@ class VMService(object):
         try:
             with QMP(self.name, self.paths.qmp_socket) as qmp:
                 set_capabilities(qmp, caps)
-                host = "[%s]" % listen_address if ":" in listen_address else listen_address
-                qmp.execute("migrate-incoming", {"uri": "tcp:%s:%d" % (host, int(listen_port))})
-                uri = self._bound_uri(qmp, host, listen_port)
+                qmp.execute("migrate-incoming", {"uri": tcp_uri(listen_address, listen_port)})
+                uri = self._bound_uri(qmp, listen_address, listen_port)
             self._record(d, argv, "incoming", incoming_uri=uri, method=method, capabilities=caps)
         except Exception:
             # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
@@ -202,7 +198,6 @@ class VMService(object):
             raise WalmError("state recover needs listen_address: the destination address the source connects to")
         if not vmhost.running_pid(self.paths):
             raise WalmError("VM '%s' does not run on this host: there is nothing to recover here" % self.name)
-        host = "[%s]" % listen_address if ":" in listen_address else listen_address
         with QMP(self.name, self.paths.qmp_socket) as qmp:
             status = qmp.execute("query-migrate").get("status")
             record = vmhost.read_record(self.paths) or {}
@@ -211,8 +206,7 @@ class VMService(object):
             if status != "postcopy-paused":
                 raise WalmError("VM '%s' has no paused post-copy migration to recover (migration status %s)"
                                 % (self.name, status or "none"), migration_status=status)
-            port = int(listen_port) or _free_port(listen_address)
-            uri = "tcp:%s:%d" % (host, port)
+            uri = tcp_uri(listen_address, int(listen_port) or _free_port(listen_address))
             self._act("listen for the resumed migration on %s (migrate-recover)" % uri,
                       qmp.execute, "migrate-recover", {"uri": uri})
         if not self.check_mode:
@@ -220,14 +214,14 @@ class VMService(object):
             vmhost.write_record(self.paths, record)
         return self.result(recover_uri=uri, migration_status=status)
 
-    def _bound_uri(self, qmp, host, listen_port):
+    def _bound_uri(self, qmp, address, listen_port):
         """The URI the source must use; with port 0 QEMU picks a free port and reports it."""
         if int(listen_port):
-            return "tcp:%s:%d" % (host, int(listen_port))
+            return tcp_uri(address, listen_port)
         addrs = qmp.execute("query-migrate").get("socket-address") or []
         for a in addrs:
             if a.get("type") in ("inet", "tcp") and a.get("port"):
-                return "tcp:%s:%s" % (host, a["port"])
+                return tcp_uri(address, a["port"])
         raise WalmError("VM '%s': QEMU did not report the port it listens on; set listen_port explicitly"
                         % self.name)
 
@@ -242,6 +236,11 @@ class VMService(object):
                     self._act("delete tap %s" % nic["tap"], vmhost.delete_tap, nic["tap"])
             self._act("remove record %s" % self.paths.record, _unlink, self.paths.record)
         return self.result()
+
+
+def tcp_uri(address, port):
+    """A QEMU tcp: migration URI; IPv6 addresses go in brackets."""
+    return "tcp:%s:%d" % ("[%s]" % address if ":" in address else address, int(port))
 
 
 def _free_port(address):

@@ -15,7 +15,7 @@ import time
 from . import nfsurl
 from .errors import WalmError
 from .qmp import QMP, QMPFailure
-from .vmdef import HostPaths, qemu_argv
+from .vmdef import qemu_argv
 
 QEMU_BINARY = "qemu-system-x86_64"
 
@@ -402,5 +402,3 @@ def wait_status(name, paths, wanted, timeout_s, poll_s=0.2):
             return status
         time.sleep(poll_s)
 
-
-__all__ = ["HostPaths"]
