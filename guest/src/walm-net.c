@@ -105,9 +105,7 @@ static void run_receiver(const char *prog, long port, int64_t interval_ns)
                       (unsigned long long)bad_pkts);
             bytes_at_report = rx_bytes;
             last_report_ns = now_ns;
-            next_report_ns += interval_ns;
-            if (next_report_ns <= now_ns)
-                next_report_ns = now_ns + interval_ns;
+            walm_next_deadline(&next_report_ns, interval_ns, now_ns);
         }
     }
 }
@@ -164,26 +162,21 @@ int main(int argc, char **argv)
         buf[i] = (unsigned char)(i * 7); /* non-zero filler: nothing along the path compresses it away */
 
     const double target_pkts_s = rate_mbit * 1e6 / 8.0 / (double)size_bytes;
-    const double max_credit_pkts = target_pkts_s * 0.1 + 1.0; /* no burst after a stall */
     const int64_t interval_ns = interval_ms * 1000000LL, slice_ns = slice_ms * 1000000LL;
-    double credit_pkts = 0;
+    struct walm_pacer pacer;
     uint64_t pkt_seq = 0, sent_pkts = 0, sent_at_report = 0, errors = 0;
     int last_errno = 0;
     uint64_t seq = 0;
     int64_t now_ns = walm_now_ns();
-    int64_t last_refill_ns = now_ns, last_report_ns = now_ns;
+    int64_t last_report_ns = now_ns;
     int64_t next_report_ns = now_ns + interval_ns, next_slice_ns = now_ns;
+    walm_pacer_init(&pacer, target_pkts_s, now_ns);
     walm_line("WALM net state=ready t_ms=%lld seq=0 dst=%s port=%ld size=%ld target_mbit=%.1f",
               (long long)(now_ns / 1000000), dst, port, size_bytes, rate_mbit);
 
     for (;;) {
         now_ns = walm_now_ns();
-        credit_pkts += (double)(now_ns - last_refill_ns) * target_pkts_s / 1e9;
-        last_refill_ns = now_ns;
-        if (credit_pkts > max_credit_pkts)
-            credit_pkts = max_credit_pkts;
-        uint64_t todo = (uint64_t)credit_pkts;
-        credit_pkts -= (double)todo;
+        uint64_t todo = walm_pacer_take(&pacer, now_ns);
 
         for (uint64_t k = 0; k < todo; k++) {
             put_be64(buf + 8, pkt_seq);
@@ -211,9 +204,7 @@ int main(int argc, char **argv)
                       (unsigned long long)errors, last_errno, rate_mbit);
             sent_at_report = sent_pkts;
             last_report_ns = now_ns;
-            next_report_ns += interval_ns;
-            if (next_report_ns <= now_ns)
-                next_report_ns = now_ns + interval_ns;
+            walm_next_deadline(&next_report_ns, interval_ns, now_ns);
         }
 
         next_slice_ns += slice_ns;

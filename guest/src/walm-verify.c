@@ -96,25 +96,20 @@ int main(int argc, char **argv)
     const int64_t interval_ns = interval_ms * 1000000LL;
     const int64_t slice_ns = slice_ms * 1000000LL;
     const double target_pages_s = target_mib_s * (1048576.0 / WALM_PAGE_BYTES);
-    const double max_credit_pages = target_pages_s * 0.1 + 1.0; /* no burst after a stall */
-    double credit_pages = 0;
+    struct walm_pacer pacer;
     uint64_t seq = 0, passes = 0, pages_checked = 0, errors = 0;
     uint64_t checked_at_report = 0;
     unsigned error_lines_this_pass = 0;
     uint64_t cursor = 0; /* next page of the current pass */
-    int64_t last_refill_ns = now_ns, last_report_ns = now_ns;
+    int64_t last_report_ns = now_ns;
+    walm_pacer_init(&pacer, target_pages_s, now_ns);
     int64_t next_report_ns = now_ns + interval_ns, next_slice_ns = now_ns;
 
     for (;;) {
         uint64_t todo;
         now_ns = walm_now_ns();
         if (target_mib_s > 0) {
-            credit_pages += (double)(now_ns - last_refill_ns) * target_pages_s / 1e9;
-            last_refill_ns = now_ns;
-            if (credit_pages > max_credit_pages)
-                credit_pages = max_credit_pages;
-            todo = (uint64_t)credit_pages;
-            credit_pages -= (double)todo;
+            todo = walm_pacer_take(&pacer, now_ns);
         } else {
             todo = 64; /* unpaced: look at the clock every 256 KiB checked */
         }
@@ -176,9 +171,7 @@ int main(int argc, char **argv)
                       (double)(pages_checked - checked_at_report) * WALM_PAGE_BYTES / WALM_MIB / secs);
             checked_at_report = pages_checked;
             last_report_ns = now_ns;
-            next_report_ns += interval_ns;
-            if (next_report_ns <= now_ns)
-                next_report_ns = now_ns + interval_ns;
+            walm_next_deadline(&next_report_ns, interval_ns, now_ns);
         }
 
         if (target_mib_s > 0) {

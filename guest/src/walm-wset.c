@@ -100,14 +100,13 @@ int main(int argc, char **argv)
     const int64_t interval_ns = interval_ms * 1000000LL;
     const int64_t slice_ns = slice_ms * 1000000LL;
     const double target_pages_s = target_mib_s * (1048576.0 / WALM_PAGE_BYTES);
-    const double max_credit_pages = target_pages_s * 0.1 + 1.0;
-    double credit_pages = 0;
+    struct walm_pacer pacer;
     double write_credit_pct = 0;
     uint64_t seq = 0;
     uint64_t ops_total = 0, writes_total = 0;
     uint64_t ops_at_report = 0, writes_at_report = 0;
-    int64_t last_refill_ns = now_ns;
     int64_t last_report_ns = now_ns;
+    walm_pacer_init(&pacer, target_pages_s, now_ns);
     int64_t next_report_ns = now_ns + interval_ns;
     int64_t next_slice_ns = now_ns;
     uint64_t sum = 0;
@@ -116,12 +115,7 @@ int main(int argc, char **argv)
         uint64_t todo;
         now_ns = walm_now_ns();
         if (target_mib_s > 0) {
-            credit_pages += (double)(now_ns - last_refill_ns) * target_pages_s / 1e9;
-            last_refill_ns = now_ns;
-            if (credit_pages > max_credit_pages)
-                credit_pages = max_credit_pages;
-            todo = (uint64_t)credit_pages;
-            credit_pages -= (double)todo;
+            todo = walm_pacer_take(&pacer, now_ns);
         } else {
             todo = 256; /* unpaced: check the clock every 1 MiB of work */
         }
@@ -165,9 +159,7 @@ int main(int argc, char **argv)
             ops_at_report = ops_total;
             writes_at_report = writes_total;
             last_report_ns = now_ns;
-            next_report_ns += interval_ns;
-            if (next_report_ns <= now_ns) /* after a long stall: no burst of lines */
-                next_report_ns = now_ns + interval_ns;
+            walm_next_deadline(&next_report_ns, interval_ns, now_ns);
         }
 
         if (target_mib_s > 0) {

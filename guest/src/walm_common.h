@@ -47,6 +47,44 @@ static inline void walm_sleep_until_ns(int64_t deadline_ns)
         ;
 }
 
+/* Token bucket that paces work to a rate (pages/s, packets/s). Credit is capped
+ * at a tenth of a second's worth plus one unit: no burst after a stall. */
+struct walm_pacer {
+    double per_s;
+    double max_credit;
+    double credit;
+    int64_t last_refill_ns;
+};
+
+static inline void walm_pacer_init(struct walm_pacer *p, double per_s, int64_t now_ns)
+{
+    p->per_s = per_s;
+    p->max_credit = per_s * 0.1 + 1.0;
+    p->credit = 0;
+    p->last_refill_ns = now_ns;
+}
+
+/* Units of work allowed now. */
+static inline uint64_t walm_pacer_take(struct walm_pacer *p, int64_t now_ns)
+{
+    p->credit += (double)(now_ns - p->last_refill_ns) * p->per_s / 1e9;
+    p->last_refill_ns = now_ns;
+    if (p->credit > p->max_credit)
+        p->credit = p->max_credit;
+    uint64_t todo = (uint64_t)p->credit;
+    p->credit -= (double)todo;
+    return todo;
+}
+
+/* Advance a periodic deadline; after a long stall (e.g. a migration's downtime)
+ * restart from now instead of catching up with a burst of lines. */
+static inline void walm_next_deadline(int64_t *next_ns, int64_t interval_ns, int64_t now_ns)
+{
+    *next_ns += interval_ns;
+    if (*next_ns <= now_ns)
+        *next_ns = now_ns + interval_ns;
+}
+
 /* Print one progress line and flush it: a line must reach the console while the
  * program runs, not when a stdio buffer happens to fill. */
 static inline void walm_line(const char *fmt, ...)
