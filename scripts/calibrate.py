@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, ".collections"))
 
+import lab  # noqa: E402
 import walmlab  # noqa: E402  (the test helpers: playbooks and modules over SSH, console parsing)
 from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide  # noqa: E402
 
@@ -72,13 +73,10 @@ def progress_rates(tail, key, workload, t_start, t_end):
     """Mean of the workload's per-interval rate before the migration and while it ran."""
     before, during = [], []
     for ts, line in tail.lines:
-        m = walmlab.LINE_RE.match(line.strip())
-        if not m or m.group(1) != workload:
+        rec = walmlab.parse_line(line)
+        if not rec or rec["_kind"] != workload or key not in rec:
             continue
-        fields = dict(kv.partition("=")[::2] for kv in m.group(2).split())
-        if key not in fields:
-            continue
-        value = float(fields[key])
+        value = float(rec[key])
         if ts < t_start:
             before.append(value)
         elif ts <= t_end:
@@ -182,7 +180,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     if not a.no_setup:
-        walmlab.playbook("lab_setup.yml", timeout=1800)
+        lab.lab_setup()
     records = []
     for case in a.cases.split(","):
         for method in a.methods.split(","):

@@ -7,16 +7,17 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from walmlab import pid_running, playbook, stop_vm  # noqa: E402
+from lab import lab_setup, lab_teardown  # noqa: E402
+from walmlab import pid_running, stop_vm  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def lab():
-    playbook("lab_setup.yml", timeout=1800)
+    lab_setup()
     try:
         yield
     finally:
-        playbook("lab_teardown.yml", timeout=600)
+        lab_teardown()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ $WALM_GUEST_DIR (default /var/lib/walm-lab/guest) and (re)built with guest/build
 
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -17,44 +16,17 @@ import time
 
 import pytest
 
+from walmlab import KERNEL_TROUBLE, parse_line
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUEST_DIR = os.environ.get("WALM_GUEST_DIR", "/var/lib/walm-lab/guest")
 QEMU = shutil.which("qemu-system-x86_64")
 QEMU_IMG = shutil.which("qemu-img")
 BOOT_TIMEOUT_S = 40
-KERNEL_TROUBLE = ("Kernel panic", "Oops", "general protection fault", "BUG:", "invalid opcode")
-
-# "WALM <workload> [WORD ...] key=value ..." -- bare words (state=..., ERROR) are kept as flags.
-LINE_RE = re.compile(r"^WALM (\S+)(.*)$")
-HEX_KEYS = ("expected", "got")  # 64-bit patterns stay strings, even when all their digits are decimal
-
-pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed")
-
-
-def parse_line(line):
-    m = LINE_RE.match(line.strip())
-    if not m:
-        return None
-    # "_kind" cannot clash with a key on the line (the boot line carries workload=...).
-    rec = {"_kind": m.group(1), "flags": []}
-    for tok in m.group(2).split():
-        key, sep, value = tok.partition("=")
-        if not sep:
-            rec["flags"].append(tok)
-            continue
-        if key in HEX_KEYS:
-            rec[key] = value
-            continue
-        try:
-            rec[key] = float(value) if "." in value else int(value)
-        except ValueError:
-            rec[key] = value
-    return rec
-
-
 @pytest.fixture(scope="session")
 def guest_dir():
     """The guest build: run the idempotent build (needs root for apt-get), else use what is there."""
+    assert QEMU, "qemu-system-x86_64 missing: run scripts/install.sh"
     build = os.path.join(ROOT, "guest", "build.sh")
     outputs = [os.path.join(GUEST_DIR, f) for f in ("vmlinuz", "initrd.img", "build-info.json")]
     if os.geteuid() == 0:
@@ -63,7 +35,7 @@ def guest_dir():
         assert proc.returncode == 0, "guest/build.sh failed:\n" + proc.stdout[-4000:]
         assert proc.stdout.strip().splitlines()[-1] in ("changed", "unchanged")
     elif not all(os.path.exists(p) for p in outputs):
-        pytest.skip("no guest build in %s and not root to build it" % GUEST_DIR)
+        pytest.fail("no guest build in %s and not root to build it: run scripts/test.sh as root" % GUEST_DIR)
     return GUEST_DIR
 
 
@@ -234,8 +206,7 @@ def test_verify_detects_corruption(boot):
 
 
 def test_disk_check(boot, tmp_path):
-    if QEMU_IMG is None:
-        pytest.skip("qemu-img not installed")
+    assert QEMU_IMG, "qemu-img missing: run scripts/install.sh"
     disk = str(tmp_path / "disk.qcow2")
     subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", disk, "64M"],
                    check=True)
@@ -254,8 +225,7 @@ def test_disk_check(boot, tmp_path):
 
 
 def test_disk_off(boot, tmp_path):
-    if QEMU_IMG is None:
-        pytest.skip("qemu-img not installed")
+    assert QEMU_IMG, "qemu-img missing: run scripts/install.sh"
     disk = str(tmp_path / "disk.qcow2")
     subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
     g = boot("walm.workload=idle walm.disk=0", ["-drive", "file=%s,if=virtio,cache=none,format=qcow2" % disk])
@@ -316,8 +286,7 @@ def test_verify_and_disk_survive_migration(boot, tmp_path):
     One QEMU at a time, so no network is needed: the source migrates into a file and quits, the destination
     starts with -incoming from that file and the same disk.
     """
-    if QEMU_IMG is None:
-        pytest.skip("qemu-img not installed")
+    assert QEMU_IMG, "qemu-img missing: run scripts/install.sh"
     disk = str(tmp_path / "disk.qcow2")
     state = str(tmp_path / "state.bin")
     qmp_sock = str(tmp_path / "qmp.sock")

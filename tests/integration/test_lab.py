@@ -15,11 +15,7 @@ import pytest
 from lab import (HOSTS, LAB_DIR, NFS_URL, ansible, ansible_playbook, lab_mounts, lab_namespaces, lab_processes,
                  lab_setup, lab_teardown, netns)
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (network namespaces)"),
-    pytest.mark.skipif(shutil.which("ganesha.nfsd") is None, reason="nfs-ganesha missing: run scripts/install.sh"),
-]
+pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +23,9 @@ def lab_cycle(request):
     """Set the lab up twice (the second run must change nothing). This module tears the lab down itself, so its
     finalizer puts back what it found, even when a test failed: a lab that was up before (the session's shared
     lab) is set up again, otherwise everything is torn down."""
+    # A lab that cannot be built fails these tests; it does not skip them.
+    assert os.geteuid() == 0, "the lab needs root (network namespaces)"
+    assert shutil.which("ganesha.nfsd"), "nfs-ganesha missing: run scripts/install.sh"
     was_up = bool(lab_namespaces())
     request.addfinalizer(lab_setup if was_up else lab_teardown)
     first = lab_setup()

@@ -7,12 +7,17 @@ import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
-LAB_DIR = os.environ.get("WALM_LAB_DIR", "/var/lib/walm-lab")
-INVENTORY = os.path.join(LAB_DIR, "inventory.yml")
+import lab
 
-LINE_RE = re.compile(r"^WALM (\S+)((?: \S+=\S*)*)\s*$")
+# One set of lab paths for every test helper: lab.py's.
+ROOT = str(lab.REPO)
+VENV_BIN = str(lab.VENV_BIN)
+LAB_DIR = str(lab.LAB_DIR)
+INVENTORY = str(lab.INVENTORY)
+
+# "WALM <workload> [WORD ...] key=value ..." -- bare words (state=..., ERROR) are kept as flags.
+LINE_RE = re.compile(r"^WALM (\S+)(.*)$")
+HEX_KEYS = ("expected", "got")  # 64-bit patterns stay strings, even when all their digits are decimal
 # What a guest kernel prints when a migration broke it (seen with QEMU 7.2 under TCG, shared/LAB.md).
 KERNEL_TROUBLE = ("general protection fault", "Oops", "Kernel panic", "BUG:", "segfault", "invalid opcode")
 
@@ -78,25 +83,33 @@ def migrate(vm, extra=None, check=True, options=()):
     return proc, result
 
 
+def parse_line(line):
+    """One console line as a dict: `_kind` (the workload or `boot`, `disk`, ...), numbers converted, bare words
+    in `flags`; None for anything else the console prints."""
+    m = LINE_RE.match(line.strip())
+    if not m:
+        return None
+    # "_kind" cannot clash with a key on the line (the boot line carries workload=...).
+    rec = {"_kind": m.group(1), "flags": []}
+    for tok in m.group(2).split():
+        key, sep, value = tok.partition("=")
+        if not sep:
+            rec["flags"].append(tok)
+            continue
+        if key in HEX_KEYS:
+            rec[key] = value
+            continue
+        try:
+            rec[key] = float(value) if "." in value else int(value)
+        except ValueError:
+            rec[key] = value
+    return rec
+
+
 def parse_console(path, workload=None):
-    """The guest's `WALM <workload> key=value ...` lines, as dicts (numbers converted)."""
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path, errors="replace") as f:
-        for line in f:
-            m = LINE_RE.match(line.strip())
-            if not m or (workload and m.group(1) != workload):
-                continue
-            rec = {"workload": m.group(1)}
-            for kv in m.group(2).split():
-                k, _, v = kv.partition("=")
-                try:
-                    rec[k] = float(v) if "." in v else int(v)
-                except ValueError:
-                    rec[k] = v
-            out.append(rec)
-    return out
+    """The guest's `WALM <workload> ...` lines of a console log, parsed with parse_line."""
+    recs = [parse_line(line) for line in console_text(path).splitlines()]
+    return [r for r in recs if r and (workload is None or r["_kind"] == workload)]
 
 
 def console_text(path):
