@@ -27,7 +27,7 @@ import os
 import re
 import time
 
-from . import discovery
+from . import discovery, memscan
 from .errors import WalmError
 from .migration import ACTIVE_STATES
 from .qmp import QMP, QMPFailure
@@ -322,6 +322,9 @@ def limits_for(mode, sample_pages, window_ms, extra=()):
                "outside it (qemu_cpu_percent is the whole QEMU process).")
     out.append("net rates come from the VM's tap devices only (guest's point of view: rx = to the guest) and "
                "include Ethernet/IP headers; vhost-user, passthrough/SR-IOV and user-mode networking are not seen.")
+    out.append("nonzero_mib is the guest RAM that is not all zero bytes, from a random sample of its pages read "
+               "from the host (what one pre-copy pass or the post-copy stream sends in full; zero pages go as a "
+               "header each).")
     out.append("rss_mib is the QEMU process's resident memory: guest memory touched so far plus QEMU's own "
                "(device buffers, under TCG the translation cache); guest pages freed inside the guest stay "
                "resident.")
@@ -568,7 +571,21 @@ class VMProbe(object):
         if self.status != "running":
             self.extra_limits.append("The VM was %s, not running, while it was measured: its rates are those of a "
                                      "stopped guest." % self.status)
+        self.nonzero = self._nonzero()
         return self.reading(rss_mib, balloon_mib)
+
+    def _nonzero(self):
+        """Non-zero guest memory sampled from the host (memscan.py), or None with the reason in the limits."""
+        samples = self.o.get("nonzero_samples", memscan.DEFAULT_SAMPLES)
+        if not samples:
+            self.extra_limits.append("nonzero_mib is null: nonzero_samples is 0.")
+            return None
+        try:
+            text = self.qmp.execute("human-monitor-command", {"command-line": "info ramblock"})
+            return memscan.scan(self.pid, memscan.parse_ramblocks(text), samples=samples, proc=self.proc)
+        except (QMPFailure, memscan.MemScanError) as exc:
+            self.extra_limits.append("nonzero_mib is null: %s." % exc)
+            return None
 
     def _balloon(self):
         """Guest memory in use from the balloon's statistics, or (None, why not)."""
@@ -614,6 +631,7 @@ class VMProbe(object):
 
     def reading(self, rss_mib, balloon_mib):
         samples = self.samples
+        nonzero = getattr(self, "nonzero", None) or {}
         per_vcpu = [_mean([s["cpu_percent_per_vcpu"][i] for s in samples]) for i in range(len(self.vcpu_threads))]
         taps = sorted(set(t for s in samples for t in s["net_per_tap"]))
         net_per_tap = {}
@@ -640,6 +658,8 @@ class VMProbe(object):
             "wws_window_ms": self.window_ms,
             "rss_mib": _r(rss_mib),
             "guest_memory_used_mib": balloon_mib,
+            "nonzero_mib": nonzero.get("nonzero_mib"),
+            "nonzero_rel_error_pct": nonzero.get("nonzero_rel_error_pct"),
         }
         for k in TAP_METRICS:
             workload["net_" + k] = _mean([s["net_" + k] for s in samples])
@@ -801,6 +821,8 @@ def run(options, check_mode=False, proc="/proc"):
     window_plan(o["duration_s"], o["samples"], True)
     if o.get("sample_pages") is not None:
         choose_sample_pages(None, o["sample_pages"])
+    if not 0 <= int(o.setdefault("nonzero_samples", memscan.DEFAULT_SAMPLES)) <= 1048576:
+        raise WalmError("nonzero_samples must be between 0 (off) and 1048576, got %s" % o["nonzero_samples"])
     state_dir = o["state_dir"]
     if o.get("name"):
         targets = [discovery.find_by_name(o["name"], state_dir, o.get("all_netns", False), proc)]
