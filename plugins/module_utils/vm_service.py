@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from . import vmhost
+from . import eventlog, vmhost
 from .errors import WalmError
 from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
@@ -56,6 +56,9 @@ class VMService(object):
                         "capabilities": record.get("capabilities"),
                         "definition_sha256": record.get("definition_sha256"),
                         "incoming_uri": record.get("incoming_uri"), "started_at": record.get("started_at")})
+            if record.get("role") == "incoming":
+                out["resumed_at"] = eventlog.resumed_at(self.paths)
+                out["event_log_note"] = record.get("event_log_note")
         return out
 
     def result(self, **extra):
@@ -181,11 +184,13 @@ class VMService(object):
         self.changed = True
         pid, argv = self._start(d, incoming=True)
         try:
+            events_note = eventlog.start(self.paths)
             with QMP(self.name, self.paths.qmp_socket) as qmp:
                 set_capabilities(qmp, caps)
                 qmp.execute("migrate-incoming", {"uri": tcp_uri(listen_address, listen_port)})
                 uri = self._bound_uri(qmp, listen_address, listen_port)
-            self._record(d, argv, "incoming", incoming_uri=uri, method=method, capabilities=caps)
+            self._record(d, argv, "incoming", incoming_uri=uri, method=method, capabilities=caps,
+                         event_log_note=events_note)
         except Exception:
             # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
             vmhost.stop_qemu(self.name, self.paths)
@@ -235,6 +240,8 @@ class VMService(object):
                 if vmhost.tap_exists(nic["tap"]):
                     self._act("delete tap %s" % nic["tap"], vmhost.delete_tap, nic["tap"])
             self._act("remove record %s" % self.paths.record, _unlink, self.paths.record)
+        if os.path.exists(self.paths.event_log) or os.path.exists(self.paths.events_socket):
+            self._act("remove the event log %s" % self.paths.event_log, eventlog.remove, self.paths)
         return self.result()
 
 

@@ -140,6 +140,9 @@ class HostPaths(object):
         self.pidfile = os.path.join(state_dir, name + ".pid")
         self.console_log = os.path.join(state_dir, name + ".console.log")
         self.record = os.path.join(state_dir, name + ".json")
+        # An incoming QEMU's second monitor and the log of its events (eventlog.py).
+        self.events_socket = os.path.join(state_dir, name + ".events.qmp")
+        self.event_log = os.path.join(state_dir, name + ".events.log")
 
     def as_dict(self):
         return {"state_dir": self.state_dir, "qmp_socket": self.qmp_socket, "pidfile": self.pidfile,
@@ -184,7 +187,8 @@ def qemu_argv(d, paths, qemu_binary="qemu-system-x86_64", incoming=False):
                  "-device", "virtio-net-pci,netdev=walm-net%d,mac=%s,id=walm-nic%d" % (i, nic["mac"], i)]
     argv += list(d["extra_args"])
     if incoming:
-        argv += ["-incoming", "defer"]
+        # A second monitor for the event logger: it records when the guest resumes here (eventlog.py).
+        argv += ["-qmp", "unix:%s,server=on,wait=off" % paths.events_socket, "-incoming", "defer"]
     return argv
 
 

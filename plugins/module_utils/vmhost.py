@@ -386,7 +386,7 @@ def stop_qemu(name, paths, timeout_s=30):
                 pass
             sent_term = True
         time.sleep(0.1)
-    for f in (paths.qmp_socket, paths.pidfile):
+    for f in (paths.qmp_socket, paths.pidfile, paths.events_socket):
         if os.path.exists(f):
             os.unlink(f)
     return True

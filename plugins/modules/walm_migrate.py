@@ -204,7 +204,9 @@ finished_at:
   returned: unless check mode
   type: float
 source_stop_time:
-  description: When the source stopped the guest (QMP STOP event, seconds since the epoch, host clock).
+  description: When the source stopped the guest (QMP STOP event, seconds since the epoch, host clock). The
+    destination's RV(walm.qemu.walm_vm#module:vm.resumed_at) less this is the guest-visible downtime;
+    C(playbooks/migrate_vm.yml) reports it as C(guest_visible_downtime_ms).
   returned: when completed
   type: float
 source_status:

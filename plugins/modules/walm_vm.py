@@ -264,6 +264,13 @@ vm:
     capabilities: {description: Migration capabilities set on an incoming VM, type: dict,
                    returned: when recorded as incoming}
     argv: {description: The QEMU command line, type: list, elements: str, returned: when recorded}
+    resumed_at: {description: "When the migrated guest first ran here (the incoming QEMU's first QMP RESUME event,
+                  seconds since the epoch, this host's clock); null while it has not resumed or when the event log
+                  could not be kept (see event_log_note). Less the source's
+                  RV(walm.qemu.walm_migrate#module:source_stop_time) it is the guest-visible downtime (hosts'
+                  clocks must agree, e.g. NTP)", type: float, returned: when recorded as incoming}
+    event_log_note: {description: "Why the incoming QEMU's events are not logged (null when they are)", type: str,
+                     returned: when recorded as incoming}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

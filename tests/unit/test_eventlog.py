@@ -1,0 +1,58 @@
+"""The destination's event log and the guest-visible downtime, on two real QEMUs migrating over loopback.
+
+A firmware-only guest (no kernel, no disk, no NIC) migrates between two QEMUs of this host started through
+VMService, as walm_vm starts them; the destination's logger must record RESUME after the source's STOP.
+"""
+
+import os
+import time
+
+from ansible_collections.walm.qemu.plugins.module_utils import eventlog, vmhost
+from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration
+from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService
+
+DEFINITION = {"name": "ev1", "memory_mib": 64, "vcpus": 1, "accel": "tcg"}
+
+
+def test_guest_visible_downtime_from_both_sides(tmp_path):
+    src = VMService("ev1", str(tmp_path / "src"))
+    dst = VMService("ev1", str(tmp_path / "dst"))
+    try:
+        started = src.started(DEFINITION)
+        recorded = started["vm"]["definition"]  # the source's record: machine type pinned, as walm_vm_info gives
+        prepared = dst.incoming(recorded, "127.0.0.1", method="precopy")
+        assert prepared["vm"]["status"] == "inmigrate"
+        assert prepared["vm"]["resumed_at"] is None and prepared["vm"]["event_log_note"] is None
+        before = time.time()
+        result = Migration("ev1", src.paths.qmp_socket, prepared["incoming_uri"], method="precopy",
+                           capabilities=prepared["capabilities"], timeout_s=60).run()
+        assert result["status"] == "completed", result
+        vmhost.wait_status("ev1", dst.paths, ("running",), 30)
+        info = dst.info()
+        stop, resume = result["source_stop_time"], info["resumed_at"]
+        print("guest-visible downtime %.1f ms, QEMU downtime %s ms, TMT %s ms" % ((resume - stop) * 1000.0,
+                                                                               result["downtime_ms"],
+                                                                               result["total_time_ms"]))
+        assert stop is not None and resume is not None
+        assert before <= stop <= resume <= time.time()
+        # The guest stops and resumes within the migration (a tiny guest on loopback: well under its TMT).
+        assert (resume - stop) * 1000.0 <= result["total_time_ms"] + 50
+    finally:
+        src.stopped()
+        dst.stopped()
+    # Stopping removes the log and the second monitor's socket; the logger ends with its QEMU.
+    assert not os.path.exists(dst.paths.event_log) and not os.path.exists(dst.paths.events_socket)
+
+
+def test_reading_a_log_with_a_torn_line(tmp_path):
+    paths = VMService("ev2", str(tmp_path)).paths
+    os.makedirs(str(tmp_path), exist_ok=True)
+    with open(paths.event_log, "w") as f:
+        f.write('{"walm": "connected", "time": 1}\n')
+        f.write('{"event": "RESUME", "timestamp": {"seconds": 100, "microseconds": 250000}}\n')
+        f.write('{"event": "RESUME", "timestamp": {"seconds": 200, "microseconds": 0}}\n')
+        f.write('{"event": "STOP", "timest')  # a crash mid-line
+    assert eventlog.resumed_at(paths) == 100.25
+    assert len(eventlog.read(paths)) == 3
+    os.unlink(paths.event_log)
+    assert eventlog.resumed_at(paths) is None
