@@ -40,6 +40,7 @@ CASES = {
     "net": ("net", {"net_rate_mbit": 100}, "rate_mbit"),
 }
 METHODS = ("precopy", "postcopy", "hybrid")
+REPORT_INTERVAL_S = 1.0  # the guest workloads print one progress line a second (guest/src/walm_common.h)
 
 
 class ConsoleTail(threading.Thread):
@@ -79,7 +80,7 @@ def progress_rates(tail, key, workload, t_start, t_end):
         value = float(rec[key])
         if ts < t_start:
             before.append(value)
-        elif ts <= t_end:
+        elif ts <= t_end + REPORT_INTERVAL_S:  # the line after the end covers the migration's last interval
             during.append(value)
     before = before[-5:]
     mean_before = sum(before) / len(before) if before else None
@@ -91,20 +92,36 @@ def progress_rates(tail, key, workload, t_start, t_end):
     return mean_before, mean_during, slowdown
 
 
+DOWNTIME_LIMIT_MS = 300
+
+
+def decisions_for(entry):
+    """walm_decide for both objectives on one stored probe entry (walm_decide is pure computation: call its
+    engine with the module's defaults)."""
+    decisions = {}
+    for objective in ("urgent", "balanced"):
+        params = {"probe": entry, "link_bandwidth_mib_s": LINK_MIB_S, "link_latency_ms": 0.1,
+                  "downtime_limit_ms": DOWNTIME_LIMIT_MS, "allow_postcopy": True, "objective": objective,
+                  "time_budget_s": None, "safety_margin_pct": 10, "thresholds": {}, "rules": [], "max_passes": 30,
+                  "model": {}}
+        d = decide(params)
+        decisions[objective] = {k: d.get(k) for k in ("method", "reasons", "workload_class", "predictions",
+                                                       "meets_goal")}
+    return decisions
+
+
 def probe_and_decide(vm):
     _, probe = walmlab.module("walm-src", "walm.qemu.walm_probe", {"name": vm,
                                                                    "state_dir": walmlab.state_dir("walm-src")})
     entry = probe["vms"][0]
-    decisions = {}
-    for objective in ("urgent", "balanced"):
-        # walm_decide is pure computation: call its engine with the module's defaults.
-        params = {"probe": entry, "link_bandwidth_mib_s": LINK_MIB_S, "link_latency_ms": 0.1,
-                  "downtime_limit_ms": 300, "allow_postcopy": True, "objective": objective, "time_budget_s": None,
-                  "safety_margin_pct": 10, "thresholds": {}, "rules": [], "max_passes": 30, "model": {}}
-        d = decide(params)
-        decisions[objective] = {k: d.get(k) for k in ("method", "reasons", "workload_class", "predictions",
-                                                       "meets_goal")}
-    return entry, decisions
+    entry = {"vm": entry["vm"], "workload": entry["workload"]}
+    return entry, decisions_for(entry)
+
+
+def hybrid_switch(decisions):
+    """The pass hybrid switches after: the one walm_decide would run (both objectives agree on most workloads;
+    `urgent` is the default objective)."""
+    return decisions["urgent"]["predictions"]["hybrid"].get("switch_after_passes") or 1
 
 
 def run_one(case, method, repeat, out_dir):
@@ -120,9 +137,8 @@ def run_one(case, method, repeat, out_dir):
     overhead_s = time.time() - t_probe
     time.sleep(2)
     proc, result = walmlab.migrate(vm, {"walm_method": method, "walm_timeout_s": 30, "walm_on_timeout": "abort",
-                                        "walm_switch_after_passes":
-                                            (decisions["balanced"]["predictions"]["hybrid"].get("switch_after_passes")
-                                             or 2)}, check=False)
+                                        "walm_downtime_limit_ms": DOWNTIME_LIMIT_MS,
+                                        "walm_switch_after_passes": hybrid_switch(decisions)}, check=False)
     time.sleep(3)
     tail.stop.set()
     tail.join()
@@ -139,7 +155,11 @@ def run_one(case, method, repeat, out_dir):
         "postcopy_requests": result.get("postcopy_requests"), "ran_postcopy": result.get("ran_postcopy"),
         "switch_after_passes": result.get("switch_after_passes"), "qemu_version": result.get("qemu_version"),
         "progress_key": key, "progress_before": rates[0], "progress_during": rates[1], "slowdown_pct": rates[2],
-        "probe": probe.get("workload"), "decisions": decisions, "probe_decide_overhead_s": round(overhead_s, 2),
+        "probe": probe.get("workload"), "probe_entry": probe, "decisions": decisions,
+        "probe_decide_overhead_s": round(overhead_s, 2), "setup_time_ms": result.get("setup_time_ms"),
+        "postcopy_started_ms": result.get("postcopy_started_ms"), "snapshots": result.get("snapshots"),
+        "started_at": result.get("started_at"), "finished_at": result.get("finished_at"),
+        "guest_visible_downtime_ms": result.get("guest_visible_downtime_ms"),
     }
     with open(os.path.join(out_dir, "%s-%s-%d.json" % (case, method, repeat)), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
@@ -152,22 +172,142 @@ def fmt(v, digits=0):
     return ("%." + str(digits) + "f") % v
 
 
-def table(records):
-    lines = ["| case | probe: dirty MiB/s, cpu %, net MiB/s | chosen (urgent / balanced) | method | predicted TMT ms "
-             "| measured TMT ms | DT ms | pred. DT ms | passes | post-copy requests | guest slowdown % | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def entry_of(r):
+    """The probe entry walm_decide saw (records from before the entry was stored: the workload part alone)."""
+    if r.get("probe_entry"):
+        return r["probe_entry"]
+    return {"vm": {"name": "cal-" + r["case"], "memory_mib": 512, "vcpus": 1}, "workload": r["probe"]}
+
+
+def predicted(r, objective="urgent"):
+    """The current model's prediction of the method and (for hybrid) the switch point this run used."""
+    params = {"probe": entry_of(r), "link_bandwidth_mib_s": LINK_MIB_S, "link_latency_ms": 0.1,
+              "downtime_limit_ms": DOWNTIME_LIMIT_MS, "objective": objective, "safety_margin_pct": 10,
+              "rules": [{"when": "`true`", "method": r["method"],
+                         "switch_after_passes": r.get("switch_after_passes") if r["method"] == "hybrid" else None}]}
+    return decide(params)["predictions"][r["method"]]
+
+
+def measured(r):
+    """A run's measured figures; disruption = downtime + guest time lost to slowdown + time in post-copy
+    (postcopy_exposure_weight 1, as walm_decide's default)."""
+    if r["status"] != "completed":
+        return None
+    tmt = float(r["total_time_ms"])
+    exposure = tmt - r["postcopy_started_ms"] if r.get("ran_postcopy") and r.get("postcopy_started_ms") else 0.0
+    lost = (r["slowdown_pct"] or 0.0) / 100.0 * tmt
+    return {"tmt": tmt, "dt": float(r["downtime_ms"] or 0), "exposure": exposure, "lost": lost,
+            "disruption": float(r["downtime_ms"] or 0) + lost + exposure,
+            "requests": r["postcopy_requests"] or 0}
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def best_measured(per_method, objective):
+    """The method that is best by the objective on the measured means: `urgent` = within tmt_tolerance (10 %)
+    of the fastest that kept the downtime limit, then the least disruption; `balanced` = the least disruption
+    within 3 x the fastest. Ties (within 1 %) go to the safer method."""
+    done = dict((m, v) for m, v in per_method.items() if v is not None)
+    if not done:
+        return None
+    # A measured downtime within 10 % of the limit counts as keeping it (run-to-run noise is that large).
+    fit = dict((m, v) for m, v in done.items() if v["dt"] <= DOWNTIME_LIMIT_MS * 1.10) or done
+    fastest = min(v["tmt"] for v in fit.values())
+    if objective == "urgent":
+        band = [m for m, v in fit.items() if v["tmt"] <= fastest * 1.10]
+    else:
+        band = [m for m, v in fit.items() if v["tmt"] <= fastest * 3.0]
+    order = {"precopy": 0, "hybrid": 1, "postcopy": 2}
+    return min(band, key=lambda m: (fit[m]["disruption"], order[m]))
+
+
+def aggregate(records):
+    """Per case: per method the means of the completed runs, the current model's prediction, the choices."""
+    cases = {}
     for r in records:
-        w = r["probe"] or {}
-        d = r["decisions"]
-        pred = d["urgent"]["predictions"][r["method"]]
-        lines.append("| %s | %s, %s, %s | %s / %s | %s | %s%s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["case"], fmt(w.get("dirty_rate_mib_s"), 1), fmt(w.get("cpu_percent")),
-            fmt((w.get("net_rx_mib_s") or 0) + (w.get("net_tx_mib_s") or 0), 1),
-            d["urgent"]["method"], d["balanced"]["method"], r["method"],
-            fmt(pred.get("total_time_ms")), "" if pred.get("converges", True) else " (no conv.)",
-            fmt(r["total_time_ms"]), fmt(r["downtime_ms"]), fmt(pred.get("downtime_ms")), r["passes"],
-            r["postcopy_requests"], fmt(r["slowdown_pct"]), r["status"]))
+        c = cases.setdefault(r["case"], {"runs": {}, "choices": {"urgent": [], "balanced": []}, "probe": []})
+        c["runs"].setdefault(r["method"], []).append(r)
+        c["probe"].append(r["probe"])
+        for objective in ("urgent", "balanced"):
+            c["choices"][objective].append(decisions_for(entry_of(r))[objective]["method"])
+    out = {}
+    for case, c in cases.items():
+        per_method, preds = {}, {}
+        for method, runs in c["runs"].items():
+            ms = [measured(r) for r in runs]
+            ok = [m for m in ms if m]
+            per_method[method] = None if not ok else dict(
+                (k, mean([m[k] for m in ok])) for k in ("tmt", "dt", "exposure", "lost", "disruption", "requests"))
+            if per_method[method]:
+                per_method[method]["n"] = len(ok)
+                per_method[method]["tmt_min"] = min(m["tmt"] for m in ok)
+                per_method[method]["tmt_max"] = max(m["tmt"] for m in ok)
+            per_method[method + "_runs"] = len(runs)
+            p = [predicted(r) for r in runs]
+            preds[method] = {"tmt": mean([x["total_time_ms"] for x in p if x["converges"]]),
+                             "dt": mean([x["downtime_ms"] for x in p if x["converges"]]),
+                             "converges": all(x["converges"] for x in p)}
+        chosen = dict((o, max(set(v), key=v.count)) for o, v in c["choices"].items())
+        out[case] = {"measured": dict((m, v) for m, v in per_method.items() if not m.endswith("_runs")),
+                     "runs": dict((m, len(v)) for m, v in c["runs"].items()), "predicted": preds,
+                     "chosen": chosen, "choices": c["choices"],
+                     "best": dict((o, best_measured(dict((m, v) for m, v in per_method.items()
+                                                         if not m.endswith("_runs")), o))
+                                  for o in ("urgent", "balanced"))}
+    return out
+
+
+def table(records):
+    agg = aggregate(records)
+    lines = ["| case | method | runs | measured TMT ms (mean, min-max) | predicted TMT ms | error | measured DT ms "
+             "| predicted DT ms | post-copy requests | guest time lost ms | post-copy exposure ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for case in CASES:
+        if case not in agg:
+            continue
+        a = agg[case]
+        for method in METHODS:
+            if method not in a["runs"]:
+                continue
+            m, p = a["measured"].get(method), a["predicted"][method]
+            err = None
+            if m and p["tmt"]:
+                err = 100.0 * (p["tmt"] - m["tmt"]) / m["tmt"]
+            lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                case, method, a["runs"][method],
+                "%s (%s-%s)" % (fmt(m["tmt"]), fmt(m["tmt_min"]), fmt(m["tmt_max"])) if m else "did not complete",
+                fmt(p["tmt"]) if p["converges"] else "no conv.", "-" if err is None else "%+.0f %%" % err,
+                fmt(m and m["dt"]), fmt(p["dt"]), fmt(m and m["requests"]), fmt(m and m["lost"]),
+                fmt(m and m["exposure"])))
+    lines += ["", "| case | urgent: chosen | urgent: best measured | balanced: chosen | balanced: best measured |",
+              "|---|---|---|---|---|"]
+    for case in CASES:
+        if case not in agg:
+            continue
+        a = agg[case]
+
+        def cell(o):
+            ok = a["chosen"][o] == a["best"][o] or (
+                a["best"][o] and a["measured"].get(a["chosen"][o]) and a["measured"][a["best"][o]]
+                and _equivalent(a, a["chosen"][o], a["best"][o], o))
+            votes = a["choices"][o]
+            note = "" if len(set(votes)) == 1 else " (%s)" % ", ".join(sorted(votes))
+            return "%s%s %s" % (a["chosen"][o], note, "ok" if ok else "MISS")
+        lines.append("| %s | %s | %s | %s | %s |" % (case, cell("urgent"), a["best"]["urgent"], cell("balanced"),
+                                                     a["best"]["balanced"]))
     return "\n".join(lines) + "\n"
+
+
+def _equivalent(a, chosen, best, objective):
+    """The chosen method does as well as the best by the objective: within 10 % of its TMT for `urgent` and
+    no more disruptive than it by more than 10 % (or 50 ms) for either objective."""
+    c, b = a["measured"][chosen], a["measured"][best]
+    if objective == "urgent" and c["tmt"] > b["tmt"] * 1.10:
+        return False
+    return c["disruption"] <= max(b["disruption"] * 1.10, b["disruption"] + 50)
 
 
 def main():
@@ -177,14 +317,24 @@ def main():
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "calibration"))
     ap.add_argument("--no-setup", action="store_true", help="the lab is already up")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: rewrite the report from the runs under --out with the current model")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.report:
+        records = [json.load(open(os.path.join(a.out, f))) for f in sorted(os.listdir(a.out)) if f.endswith(".json")]
+        text = table(records)
+        with open(os.path.join(a.out, "calibration.md"), "w") as f:
+            f.write(text)
+        print(text)
+        return
     if not a.no_setup:
         lab.lab_setup()
     records = []
-    for case in a.cases.split(","):
-        for method in a.methods.split(","):
-            for rep in range(a.repeats):
+    # Repeats outermost: an interrupted run still covers every cell once.
+    for rep in range(a.repeats):
+        for case in a.cases.split(","):
+            for method in a.methods.split(","):
                 path = os.path.join(a.out, "%s-%s-%d.json" % (case, method, rep))
                 if os.path.exists(path):
                     records.append(json.load(open(path)))

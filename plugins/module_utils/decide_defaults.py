@@ -55,12 +55,27 @@ MODEL = {
     # How fast QEMU scans guest memory for zero pages (buffer_is_zero); scanning overlaps the sending, so it
     # only matters for a guest that is almost all zero pages.
     "zero_page_scan_mib_s": 4096.0,
-    # Migration setup before the first page goes out (QEMU's setup-time: capabilities, bitmaps, the stream).
-    "setup_ms": 20.0,
+    # Migration setup before the first page goes out (QEMU's setup-time: capabilities, bitmaps, the stream;
+    # the lab measured 1 ms of setup-time and ~10 ms more before the first pass runs at full speed).
+    "setup_ms": 10.0,
     # Fixed cost of every pre-copy pass: the dirty-bitmap sync and the iteration's bookkeeping.
     "round_overhead_ms": 5.0,
-    # Stop-and-copy cost beyond the last RAM: device state, the final sync, the destination's start.
-    "switchover_overhead_ms": 20.0,
+    # Stop-and-copy cost beyond the last RAM: device state, the final sync, the destination's start. It adds to
+    # the downtime and to the total time (the lab: ~5 ms; many devices or slow storage flushes take longer).
+    "switchover_overhead_ms": 5.0,
+    # Data the source has written but the link has not carried yet when the guest stops (TCP send buffers and
+    # the link's queue): the guest waits for it during pre-copy's switchover, so it adds to the downtime, but
+    # it was sent with the passes before, so not to the total time. The lab (a tbf-shaped 1 Gbit/s veth, 50 ms
+    # queue, Linux's default socket buffers) drains ~22 MiB: pre-copy's downtime of an idle guest is ~200 ms
+    # there against QEMU's own estimate of ~0 ms. A fast link without a deep queue drains it in a few ms.
+    "inflight_mib": 22.0,
+    # Share of bandwidth x downtime limit below which QEMU switches over. QEMU compares the dirty remainder with
+    # its own bandwidth estimate of the last period times the limit; the lab's pre-copies ran one more pass than
+    # the full link would allow (wset 10 MiB/s: 4 syncs where 100 % gives 3), which 50 % reproduces.
+    "switchover_threshold_pct": 50.0,
+    # Post-copy's switchover as QEMU reports it (downtime): the source stops, sends the device state and the
+    # discard bitmap, and the destination starts; data still in flight does not delay it (the lab: 1-2 ms).
+    "postcopy_switchover_ms": 2.0,
     # Serving one post-copy page fault besides the link's round trip: userfaultfd wake-up, the request on the
     # return path, and the requested page's wait behind the background stream. Calibrated so a guest touching
     # its working set at full speed takes a few thousand faults in a 2-3 s post-copy, as measured in the lab

@@ -14,8 +14,11 @@ Pre-copy, as QEMU runs it (ram_save_iterate / migration_iteration_run):
 - Pages written during a pass are resent in the next one. Writes spread over the working set, so a pass of t
   seconds leaves dirty(t) = W * (1 - exp(-D * t / W)) MiB to resend: D * t while that is small against W, never
   more than W (the pages a guest rewrites are sent once per pass however often they are written).
-- QEMU switches over when what is dirty fits the downtime limit at the link's speed (remainder <= B * limit);
-  downtime = remainder / B + switchover_overhead_ms + the link latency.
+- QEMU switches over when what is dirty fits the downtime limit at its estimate of the link's speed
+  (remainder <= switchover_threshold_pct of B * limit);
+  downtime = (remainder + inflight_mib) / B + switchover_overhead_ms + the link latency: the guest also waits
+  for what the source wrote before it stopped and the link has not carried yet (socket buffers, the link's
+  queue), which the passes' time already counts, so TMT = setup + the passes + remainder / B + overhead.
 - It does not converge when a pass no longer shrinks the remainder (precopy_min_progress_pct), when it would need
   more than max_passes passes, or when D reaches precopy_max_dirty_pct_of_link of B while W does not fit in one
   switchover: real dirtying is bursty and the lab's heavy writers never converge there.
@@ -23,7 +26,7 @@ Pre-copy, as QEMU runs it (ram_save_iterate / migration_iteration_run):
   (precopy_write_fault_us): pre-copy's only slowdown in the model.
 
 Post-copy (the research's vanilla post-copy: switch right after the first pass has started):
-- The guest stops for switchover_overhead_ms plus the discard bitmap (M / page / 8 bytes), then runs on the
+- The guest stops for postcopy_switchover_ms plus the discard bitmap (M / page / 8 bytes), then runs on the
   destination while the source streams the N MiB once: TMT = setup + downtime + wire(N) / B. Every page is sent
   once, so post-copy finishes at the link's limit.
 - Remote faults: the guest touches memory at A MiB/s (the dirty rate plus the read rate; without a measured read
@@ -163,11 +166,12 @@ class Model(object):
 
     def switchover_threshold_mib(self):
         """QEMU switches over when the dirty remainder fits the downtime limit at the link's speed."""
-        return self.inp.bandwidth_mib_s * self.inp.downtime_limit_ms / 1000.0
+        return (self.inp.bandwidth_mib_s * self.inp.downtime_limit_ms / 1000.0
+                * self.p["switchover_threshold_pct"] / 100.0)
 
     def postcopy_switch_downtime_ms(self):
         bitmap_mib = self.inp.memory_mib / self.page_mib / 8.0 / MIB
-        return (self.p["switchover_overhead_ms"] + self.inp.latency_ms
+        return (self.p["postcopy_switchover_ms"] + self.inp.latency_ms
                 + bitmap_mib / self.inp.bandwidth_mib_s * 1000.0)
 
     def fault_ms(self):
@@ -223,13 +227,16 @@ class Model(object):
         pred = _prediction("precopy")
         pred["rounds"] = rounds
         pred["why_not_converging"] = why
+        pred["switchover_threshold_mib"] = self.switchover_threshold_mib()
         pred["guest_slowdown_pct"] = 100.0 * lost_s / pre_s if pre_s > 0 else 0.0
         if why is not None:
             pred["converges"] = False
             return pred
         final = self.wire_mib(rounds[-1]["dirtied_mib"])
-        downtime_ms = final / inp.bandwidth_mib_s * 1000.0 + p["switchover_overhead_ms"] + inp.latency_ms
-        total_ms = p["setup_ms"] + pre_s * 1000.0 + downtime_ms
+        final_ms = final / inp.bandwidth_mib_s * 1000.0 + p["switchover_overhead_ms"] + inp.latency_ms
+        # The guest also waits for the data still in flight, which the passes' time already counts.
+        downtime_ms = final_ms + p["inflight_mib"] / inp.bandwidth_mib_s * 1000.0
+        total_ms = p["setup_ms"] + pre_s * 1000.0 + final_ms
         pred.update(converges=True, total_time_ms=total_ms, downtime_ms=downtime_ms, passes=len(rounds) + 1,
                     transferred_mib=sum(r["sent_mib"] for r in rounds) + final,
                     guest_slowdown_pct=100.0 * lost_s * 1000.0 / (total_ms - downtime_ms),

@@ -111,6 +111,8 @@ def read_probe(probe):
         "net_tx_mib_s": _optional(workload, "workload", "net_tx_mib_s", 0) or 0.0,
         "wws_mib": _optional(workload, "workload", "wws_mib"),
         "rss_mib": _optional(workload, "workload", "rss_mib"),
+        "nonzero_mib": _optional(workload, "workload", "nonzero_mib"),
+        "working_set_mib": _optional(workload, "workload", "working_set_mib"),
         "read_rate_mib_s": _optional(workload, "workload", "read_rate_mib_s"),
     }
 
@@ -323,7 +325,7 @@ def _precopy_sentence(pred, inp, thresholds):
     if why is None:
         return _describe(pred, inp.downtime_limit_ms)
     limit = inp.downtime_limit_ms
-    fit_mib = inp.bandwidth_mib_s * limit / 1000.0
+    fit_mib = pred["switchover_threshold_mib"]
     if why == "dirty_rate_near_link":
         share = thresholds["precopy_max_dirty_pct_of_link"]
         return ("Dirty rate %s MiB/s %s %s %% of the %s MiB/s usable link and the %s MiB working set does not fit "
@@ -377,14 +379,21 @@ def _model_input(measures, params, opts):
     """Turn the measurements into the model's inputs; say where each came from."""
     memory = measures["memory_mib"]
     wws, rss = measures["wws_mib"], measures["rss_mib"]
-    if rss:  # a resident size of 0 is a failed measurement, not an empty guest
-        nonzero, nonzero_source = min(memory, max(rss, wws or 0.0)), "rss_mib"
+    if measures["nonzero_mib"]:  # 0 is a failed measurement: a running guest's kernel alone is non-zero
+        nonzero, nonzero_source = min(memory, max(measures["nonzero_mib"], wws or 0.0)), "nonzero_mib"
+    elif rss:  # a resident size of 0 is a failed measurement, not an empty guest
+        nonzero, nonzero_source = (min(memory, max(rss, wws or 0.0)),
+                                   "rss_mib: no nonzero_mib, the QEMU process's resident memory counted")
     else:
-        nonzero, nonzero_source = memory, "memory_mib: no usable rss_mib, every page counted as non-zero"
-    if wws is not None and (wws > 0 or measures["dirty_rate_mib_s"] == 0):
-        working_set, ws_source = min(wws, nonzero), "wws_mib"
+        nonzero, nonzero_source = memory, "memory_mib: no usable nonzero_mib or rss_mib, every page counted"
+    # walm_probe's wws_mib is what one window wrote (dirty rate x window), a lower bound of the pages a pass of
+    # several seconds finds dirty: it cannot bound them. Without a real working-set estimate the guest may write
+    # anywhere in its non-zero memory.
+    if measures["working_set_mib"] is not None:
+        working_set, ws_source = min(measures["working_set_mib"], nonzero), "working_set_mib"
     else:
-        working_set, ws_source = nonzero, "%s: no usable wws_mib" % nonzero_source.split(":")[0]
+        working_set, ws_source = nonzero, ("%s: no working_set_mib (wws_mib is only a lower bound)"
+                                           % nonzero_source.split(":")[0])
     busy_share = min(float(measures["vcpus"]), measures["cpu_percent"] / 100.0)
     if measures["read_rate_mib_s"] is not None:
         reads, access_source = measures["read_rate_mib_s"], "dirty rate + read_rate_mib_s"
@@ -414,7 +423,7 @@ def _model_input(measures, params, opts):
         "dirty_rate_mib_s": measures["dirty_rate_mib_s"], "access_rate_mib_s": round(inp.access_rate_mib_s, 2),
         "access_rate_source": access_source, "access_set_mib": round(inp.access_set_mib, 1),
         "access_set_source": access_set_source, "busy_vcpus": round(inp.busy_vcpus, 2),
-        "switchover_threshold_mib": round(inp.bandwidth_mib_s * inp.downtime_limit_ms / 1000.0, 1),
+        "switchover_threshold_mib": round(Model(inp, params).switchover_threshold_mib(), 1),
     }
     return inp, link, sources
 

@@ -37,11 +37,13 @@ options:
       - The probe result of ONE VM (one entry of M(walm.qemu.walm_probe)'s result).
       - Required keys are C(vm.memory_mib) and C(workload.dirty_rate_mib_s). Optional keys (missing or null is
         fine) are C(vm.name), C(vm.vcpus), C(workload.cpu_percent) (total, 100 = one busy vCPU),
-        C(workload.net_rx_mib_s), C(workload.net_tx_mib_s), C(workload.wws_mib) (working-set estimate),
-        C(workload.rss_mib) (QEMU resident memory, about the guest memory touched, which must be sent; untouched
-        pages go as cheap zero pages) and C(workload.read_rate_mib_s).
-      - Without C(rss_mib) every page of RAM counts as non-zero; without C(wws_mib) the working set is taken to be
-        all the non-zero memory. Both make the predictions conservative.
+        C(workload.net_rx_mib_s), C(workload.net_tx_mib_s), C(workload.nonzero_mib) (guest RAM that is not all
+        zeros, which a first pass sends in full; zero pages go as cheap headers), C(workload.rss_mib) (QEMU's
+        resident memory, used when there is no C(nonzero_mib)), C(workload.working_set_mib) (the memory the guest
+        writes, when known), C(workload.wws_mib) (what one probe window wrote, a lower bound) and
+        C(workload.read_rate_mib_s).
+      - Without C(nonzero_mib) and C(rss_mib) every page of RAM counts as non-zero; without C(working_set_mib) the
+        guest may write anywhere in its non-zero memory. Both make the predictions conservative.
     type: dict
     required: true
   link_bandwidth_mib_s:
