@@ -1,0 +1,500 @@
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+"""Host evacuation: which VM goes first, by which method, to which destination, and how it went.
+
+Pure computation on what walm_vm_info, walm_probe and walm_decide report (no host access), so the plan can be made
+and checked anywhere, in check mode too. Used by walm_plan and playbooks/evacuate_host.yml.
+
+The plan, for one source host with one migration link:
+
+- order: policy `walm` puts the shortest predicted total migration time (TMT) first. On one shared link the
+  migrations run one after another, so the host is empty after about the sum of the TMTs whatever the order; the
+  order decides how many VMs are safe early, and shortest-first minimises the mean time a VM waits (the
+  shortest-processing-time rule). VMs without a prediction go last. Policy `naive` is what Nova, KubeVirt, oVirt
+  and Proxmox do: listing order, every VM by pre-copy.
+- concurrency: 1 by default, because parallel migrations on one link only split its bandwidth and lengthen every
+  pre-copy. A higher concurrency groups VMs into waves that never hold two write-heavy or post-copy migrations.
+- destination: each VM in plan order goes to the destination with the most free memory left that fits it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+from .errors import WalmError
+
+POLICIES = ("walm", "naive")
+METHODS = ("precopy", "postcopy", "hybrid")
+ON_TIMEOUT = ("abort", "postcopy")
+METHOD_NAMES = {"precopy": "pre-copy", "postcopy": "post-copy", "hybrid": "hybrid"}
+
+# A VM whose record says it is one of these is not a running guest to move.
+_NOT_MOVABLE_STATUS = {
+    "inmigrate": "it is the destination of an incoming migration on this host, not a guest to move",
+    "postmigrate": "it completed an outgoing migration already; stop this copy once its destination runs",
+    "finish-migrate": "it is finishing an outgoing migration",
+}
+
+
+def _s(ms):
+    """Milliseconds as seconds for sentences and tables: '0.98 s', or '-' when unknown."""
+    if ms is None:
+        return "-"
+    return "%.2f s" % (ms / 1000.0) if ms < 10000 else "%.1f s" % (ms / 1000.0)
+
+
+def _ms(ms):
+    return "-" if ms is None else "%d" % int(round(ms))
+
+
+def _num(value, what, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WalmError("%s must be a number, got %r" % (what, value))
+    if minimum is not None and value < minimum:
+        raise WalmError("%s must be at least %s, got %s" % (what, minimum, value))
+    return value
+
+
+def _by_name(entries, what, key="name"):
+    out = {}
+    for i, entry in enumerate(entries or []):
+        if not isinstance(entry, dict):
+            raise WalmError("%s[%d] must be a dict, got %r" % (what, i, entry))
+        name = entry.get(key)
+        if isinstance(entry.get("vm"), dict):  # a walm_probe reading names its VM in vm.name
+            name = entry["vm"].get("name")
+        if not name and isinstance(entry.get("item"), dict):
+            # A failed walm_decide in a loop over probe readings: only its loop item names the VM.
+            name = (entry["item"].get("vm") or {}).get("name")
+        if not name:
+            raise WalmError("%s[%d] has no VM name (%s)" % (what, i, key))
+        out[name] = entry
+    return out
+
+
+def class_text(workload_class):
+    """A decision's workload_class in a few words: 'idle', 'cpu', 'memory+cpu write-intensive'."""
+    if not workload_class:
+        return "unknown"
+    intensity = workload_class.get("intensity") or [workload_class.get("dominant") or "unknown"]
+    text = "+".join(intensity)
+    if workload_class.get("access") == "write-intensive":
+        text += " write-intensive"
+    return text
+
+
+def _read_destinations(destinations, source):
+    if not destinations:
+        raise WalmError("No destination hosts: set walm_destinations to a list of inventory hosts that can run "
+                        "the source's VMs (for example ['walm-dst']).")
+    out, seen = [], set()
+    for i, d in enumerate(destinations):
+        if not isinstance(d, dict) or not d.get("name"):
+            raise WalmError("destinations[%d] must be a dict with name and free_mib, got %r" % (i, d))
+        name = d["name"]
+        if name in seen:
+            raise WalmError("Destination %s is listed twice in walm_destinations; list each host once." % name)
+        if name == source:
+            raise WalmError("Destination %s is the source host itself; walm_destinations must name other hosts."
+                            % name)
+        seen.add(name)
+        if d.get("free_mib") is None:
+            raise WalmError("Destination %s has no free memory figure (free_mib); set walm_capacity_mib for it "
+                            "in the inventory." % name)
+        free = _num(d["free_mib"], "free_mib of destination %s (set walm_capacity_mib for it)" % name, 0)
+        out.append({"name": name, "free_mib": int(free), "free_mib_left": int(free),
+                    "capacity_source": d.get("capacity_source") or "given", "vms": []})
+    return out
+
+
+def _memory_mib(name, info, probe):
+    memory = None
+    if probe and isinstance(probe.get("vm"), dict):
+        memory = probe["vm"].get("memory_mib")
+    if memory is None:
+        memory = ((info or {}).get("definition") or {}).get("memory_mib")
+    if memory is None:
+        raise WalmError("VM %s: its memory size is unknown (no probe reading and no recorded definition with "
+                        "memory_mib); pass walm_vm_info's entry for it." % name)
+    return int(_num(memory, "memory_mib of VM %s" % name, 1))
+
+
+def _candidate(name, info, probe, probe_error, decision, policy, on_timeout, timeout_s):
+    """One VM to move: its method and prediction under the policy."""
+    c = {"name": name, "memory_mib": _memory_mib(name, info, probe), "class": "unknown", "workload_class": None,
+         "method": "precopy", "switch_after_passes": None, "on_timeout": on_timeout,
+         "predicted_total_time_ms": None, "predicted_downtime_ms": None, "predicted_outcome": "unknown",
+         "decided": False, "heavy": False, "decision_reasons": [], "reasons": [], "meets_goal": None}
+    if decision is not None and decision.get("failed"):
+        c["reasons"].append("walm_decide failed for it (%s): it goes last, by pre-copy, which can fall back to "
+                            "the source." % (decision.get("msg") or "no message"))
+        return c
+    if decision is None:
+        why = probe_error or ("it was not probed" if probe is None else "there is no decision for it")
+        c["reasons"].append("No prediction (%s): it goes last, by pre-copy, which can fall back to the source."
+                            % why)
+        return c
+    method = decision.get("method")
+    if method not in METHODS:
+        raise WalmError("The decision for VM %s has method %r; pass walm_decide's result for it." % (name, method))
+    preds = decision.get("predictions") or {}
+    cls = decision.get("workload_class") or {}
+    c.update(decided=True, workload_class=cls, decision_reasons=list(decision.get("reasons") or []),
+             meets_goal=decision.get("meets_goal"))
+    c["class"] = class_text(cls)
+    write_heavy = cls.get("access") == "write-intensive"
+    if policy == "naive":
+        method = "precopy"
+    else:
+        c["switch_after_passes"] = decision.get("switch_after_passes") if method == "hybrid" else None
+    c["method"] = method
+    c["heavy"] = write_heavy or method != "precopy"
+    pred = preds.get(method) or {}
+    if pred.get("converges") is False or (pred and pred.get("total_time_ms") is None):
+        # Pre-copy that does not converge runs until timeout_s, then aborts or switches to post-copy.
+        c["predicted_total_time_ms"] = int(timeout_s * 1000)
+        post = preds.get("postcopy") or {}
+        if on_timeout == "postcopy":
+            c["predicted_outcome"] = "timeout-postcopy"
+            c["predicted_total_time_ms"] += int(post.get("total_time_ms") or 0)
+            c["predicted_downtime_ms"] = post.get("downtime_ms")
+            c["reasons"].append("Pre-copy is predicted not to converge (%s): after timeout_s=%s it switches to "
+                                "post-copy (on_timeout postcopy)." % (pred.get("why_not_converging") or "model",
+                                                                      _g(timeout_s)))
+        else:
+            c["predicted_outcome"] = "timeout-abort"
+            c["reasons"].append("Pre-copy is predicted not to converge (%s): after timeout_s=%s it is cancelled and "
+                                "the VM stays on the source (on_timeout abort), so the host is not emptied."
+                                % (pred.get("why_not_converging") or "model", _g(timeout_s)))
+        c["heavy"] = True
+    elif pred:
+        c["predicted_total_time_ms"] = pred.get("total_time_ms")
+        c["predicted_downtime_ms"] = pred.get("downtime_ms")
+        c["predicted_outcome"] = "completed"
+    return c
+
+
+def _g(value):
+    return ("%g" % value) if isinstance(value, float) else str(value)
+
+
+def _mean_wait_ms(tmts):
+    """Mean time until each VM is off the host when they go one after another in this order."""
+    done, total = 0, 0
+    for t in tmts:
+        done += t
+        total += done
+    return total / float(len(tmts)) if tmts else 0.0
+
+
+def _order(cands, policy, listing):
+    if policy == "naive":
+        return sorted(cands, key=lambda c: listing.index(c["name"]))
+
+    def key(c):
+        known = c["predicted_total_time_ms"] is not None
+        return (0 if known else 1, c["predicted_total_time_ms"] if known else 0, c["memory_mib"],
+                listing.index(c["name"]))
+    return sorted(cands, key=key)
+
+
+def _waves(order, concurrency):
+    """Waves of up to `concurrency` VMs in plan order, never two heavy (write-heavy or post-copy) ones together."""
+    waves = []
+    for c in order:
+        wave = waves[-1] if waves else None
+        if wave is None or len(wave) >= concurrency or (c["heavy"] and any(o["heavy"] for o in wave)):
+            wave = []
+            waves.append(wave)
+        wave.append(c)
+        c["wave"] = len(waves)
+    return waves
+
+
+def _place(order, dests):
+    for c in order:
+        fits = [d for d in dests if d["free_mib_left"] >= c["memory_mib"]]
+        if not fits:
+            raise WalmError(
+                "VM %s needs %d MiB but no destination has that much free memory left (%s); add a destination to "
+                "walm_destinations, free memory there, or set walm_capacity_mib on a destination host whose free "
+                "memory is under-reported." % (c["name"], c["memory_mib"], ", ".join(
+                    "%s %d MiB" % (d["name"], d["free_mib_left"]) for d in dests)))
+        # The most free memory left: spreads the VMs by capacity; ties go to the first listed destination.
+        best = max(fits, key=lambda d: (d["free_mib_left"], -dests.index(d)))
+        before = best["free_mib_left"]
+        best["free_mib_left"] -= c["memory_mib"]
+        best["vms"].append(c["name"])
+        c["destination"] = best["name"]
+        if len(dests) > 1:
+            c["reasons"].append("Destination %s: the most free memory left (%d MiB before this VM, %d MiB after)."
+                                % (best["name"], before, best["free_mib_left"]))
+        else:
+            c["reasons"].append("Destination %s (%d MiB free before this VM, %d MiB after)."
+                                % (best["name"], before, best["free_mib_left"]))
+
+
+def plan(params):
+    """walm_plan without results: the evacuation plan of one source host as a dict (see walm_plan's RETURN)."""
+    source = params.get("source")
+    if not source:
+        raise WalmError("source must name the host to empty (walm_source)")
+    policy = params.get("policy") or "walm"
+    if policy not in POLICIES:
+        raise WalmError("policy must be one of %s, got %r (walm_evacuate_policy)" % (", ".join(POLICIES), policy))
+    on_timeout = params.get("on_timeout") or "abort"
+    if on_timeout not in ON_TIMEOUT:
+        raise WalmError("on_timeout must be abort or postcopy, got %r (walm_on_timeout)" % on_timeout)
+    concurrency = params.get("concurrency")
+    concurrency = 1 if concurrency is None else int(_num(concurrency, "concurrency (walm_concurrency)", 1))
+    timeout_s = params.get("timeout_s")
+    timeout_s = 600.0 if timeout_s is None else float(_num(timeout_s, "timeout_s (walm_timeout_s)", 1))
+    vms = params.get("vms")
+    if not isinstance(vms, list):
+        raise WalmError("vms must be the list walm_vm_info returns for the source (its 'vms'), got %r" % (vms,))
+    info = _by_name(vms, "vms")
+    probes = _by_name(params.get("probes"), "probes")
+    probe_errors = dict((n, f.get("error") or "probe failed")
+                        for n, f in _by_name(params.get("probe_failures"), "probe_failures").items())
+    decisions = _by_name(params.get("decisions"), "decisions", key="vm")
+    for n in decisions:
+        if n not in info:
+            raise WalmError("There is a decision for VM %s, which walm_vm_info does not list on %s; pass the "
+                            "source's VMs and their decisions from the same run." % (n, source))
+    dests = _read_destinations(params.get("destinations"), source)
+
+    listing = [v["name"] for v in vms]
+    cands, skipped, not_evacuable = [], [], []
+    for name in listing:
+        v = info[name]
+        if not v.get("running"):
+            skipped.append({"name": name, "reason": "recorded on %s but not running: nothing to migrate" % source})
+            continue
+        status = v.get("status")
+        if v.get("role") == "incoming" or status in _NOT_MOVABLE_STATUS:
+            not_evacuable.append({"name": name, "reason": _NOT_MOVABLE_STATUS.get(
+                status, "it is the destination of an incoming migration on this host, not a guest to move")})
+            continue
+        cands.append(_candidate(name, v, probes.get(name), probe_errors.get(name), decisions.get(name), policy,
+                                on_timeout, timeout_s))
+    for name, p in sorted(probes.items()):
+        if name not in info:
+            not_evacuable.append({"name": name, "reason": "a QEMU (pid %s) not started by walm.qemu.walm_vm: WALM "
+                                  "has no definition to start its destination from; move or stop it by hand"
+                                  % (p.get("vm") or {}).get("pid")})
+
+    order = _order(cands, policy, listing)
+    waves = _waves(order, concurrency)
+    _place(order, dests)
+    n = len(order)
+    for i, c in enumerate(order):
+        c["position"] = i + 1
+        if policy == "naive":
+            lead = "Position %d of %d: listing order, by pre-copy (naive policy)." % (i + 1, n)
+        elif c["predicted_total_time_ms"] is None:
+            lead = "Position %d of %d: no predicted TMT, so after the VMs that have one." % (i + 1, n)
+        else:
+            lead = ("Position %d of %d: predicted TMT %s by %s; shorter migrations go first so the most VMs are "
+                    "off the host earliest." % (i + 1, n, _s(c["predicted_total_time_ms"]),
+                                                 METHOD_NAMES[c["method"]]))
+        c["reasons"].insert(0, lead)
+
+    known = [c["predicted_total_time_ms"] for c in order if c["predicted_total_time_ms"] is not None]
+    total_ms = sum(known)
+    stays = [c["name"] for c in order if c["predicted_outcome"] == "timeout-abort"]
+    unknown = [c["name"] for c in order if c["predicted_total_time_ms"] is None]
+    reasons = _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
+                            not_evacuable)
+    return {
+        "source": source,
+        "policy": policy,
+        "concurrency": concurrency,
+        "execution": "serial",
+        "waves": [[c["name"] for c in w] for w in waves],
+        "order": order,
+        "destinations": [dict((k, d[k]) for k in ("name", "free_mib", "free_mib_left", "capacity_source", "vms"))
+                         for d in dests],
+        "skipped": skipped,
+        "not_evacuable": not_evacuable,
+        "on_timeout": on_timeout,
+        "timeout_s": timeout_s,
+        "predicted_migration_time_s": round(total_ms / 1000.0, 3),
+        "predicted_mean_wait_s": round(_mean_wait_ms(known) / 1000.0, 3) if len(known) == n else None,
+        "predicted_stay_on_source": stays,
+        "predicted_unknown": unknown,
+        "predicted_empties_host": not stays and not not_evacuable,
+        "reasons": reasons,
+    }
+
+
+def _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
+                  not_evacuable):
+    out = []
+    if policy == "walm":
+        out.append("Order: shortest predicted total migration time (TMT) first, each VM by the method walm_decide "
+                   "chose. On one shared migration link the host is empty after about the sum of the TMTs whatever "
+                   "the order; shortest first gets the most VMs off the host earliest.")
+        timed = [c for c in order if c["predicted_total_time_ms"] is not None]
+        if len(timed) == len(order) and len(order) > 1:
+            listed = sorted(timed, key=lambda c: listing.index(c["name"]))
+            out.append("Mean time until a VM is off the host: predicted %s in this order, %s in listing order."
+                       % (_s(_mean_wait_ms([c["predicted_total_time_ms"] for c in timed])),
+                          _s(_mean_wait_ms([c["predicted_total_time_ms"] for c in listed]))))
+    else:
+        out.append("Order: the source's listing order, every VM by pre-copy (naive policy, as Nova, KubeVirt, oVirt "
+                   "and Proxmox evacuate); kept for comparison with the walm policy.")
+    if any(c["predicted_total_time_ms"] is not None for c in order):
+        out.append("Predicted time to empty: about %s of migrations one after another (the sum of the predicted "
+                   "TMTs%s), plus preparing each destination and checking each VM there."
+                   % (_s(total_ms), ", timeouts counted in full" if any(
+                       c["predicted_outcome"].startswith("timeout") for c in order) else ""))
+    if concurrency == 1:
+        out.append("Concurrency 1: the source has one migration link, and parallel migrations on it only split its "
+                   "bandwidth and lengthen every pre-copy.")
+    else:
+        out.append("Concurrency %d requested: %d wave(s) of up to %d VMs, never two write-heavy or post-copy "
+                   "migrations in one wave. On one shared link a wave takes about as long as its migrations one "
+                   "after another. evacuate_host.yml runs the migrations one at a time in this order whatever the "
+                   "concurrency; the waves are for information only." % (concurrency, len(waves), concurrency))
+    out.append("Destinations: %s." % "; ".join(
+        "%s with %d MiB free (%s), %d MiB left after %s" % (
+            d["name"], d["free_mib"], d["capacity_source"], d["free_mib_left"],
+            ", ".join(d["vms"]) if d["vms"] else "no VM") for d in dests))
+    if stays:
+        out.append("Predicted to stay on the source (pre-copy does not converge, on_timeout abort): %s. The host "
+                   "will not be empty; use policy walm or on_timeout postcopy." % ", ".join(stays))
+    if unknown:
+        out.append("No prediction for %s: migrated last by pre-copy." % ", ".join(unknown))
+    for s in skipped:
+        out.append("Skipped %s: %s." % (s["name"], s["reason"]))
+    for s in not_evacuable:
+        out.append("Cannot move %s: %s. The host will not be empty while it runs." % (s["name"], s["reason"]))
+    if not order and not not_evacuable:
+        out.append("No VM runs on the source: nothing to do.")
+    return out
+
+
+# -- tables and the summary -----------------------------------------------------------------------------------
+
+PLAN_COLUMNS = ("#", "VM", "class", "method", "destination", "pred TMT", "pred DT ms", "wave", "why")
+SUMMARY_COLUMNS = ("#", "VM", "class", "method", "destination", "pred TMT", "TMT", "pred DT ms", "DT ms", "status",
+                   "why")
+
+
+def _table(columns, rows):
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    last = len(columns) - 1
+
+    def line(cells):
+        return "  ".join(c if i == last else c.ljust(widths[i]) for i, c in enumerate(cells)).rstrip()
+    return [line(columns), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def plan_table(p):
+    rows = []
+    for c in p["order"]:
+        rows.append([str(c["position"]), c["name"], c["class"], _method_text(c), c["destination"],
+                     _s(c["predicted_total_time_ms"]), _ms(c["predicted_downtime_ms"]), str(c["wave"]),
+                     _plan_why(p, c)])
+    lines = ["Evacuation plan for %s (policy %s, concurrency %d, run %s):" % (
+        p["source"], p["policy"], p["concurrency"], p["execution"])]
+    return lines + (_table(PLAN_COLUMNS, rows) if rows else []) + p["reasons"]
+
+
+def _method_text(c):
+    if c["method"] == "hybrid" and c.get("switch_after_passes"):
+        return "hybrid/%d" % c["switch_after_passes"]
+    return c["method"]
+
+
+def _plan_why(p, c):
+    if not c["decided"]:
+        return c["reasons"][1] if len(c["reasons"]) > 1 else c["reasons"][0]
+    if p["policy"] == "naive":
+        extra = [r for r in c["reasons"] if r.startswith("Pre-copy is predicted not to converge")]
+        return extra[0] if extra else "listing order, pre-copy (naive)"
+    return c["decision_reasons"][0] if c["decision_reasons"] else c["reasons"][0]
+
+
+def _where(result):
+    status = result.get("status")
+    if status == "completed":
+        return "destination"
+    if result.get("rolled_back") is False:
+        return "split between source and destination (post-copy): recover it"
+    after = result.get("source_status_after")
+    return "source (%s)" % after if after else "source"
+
+
+def summarize(p, results, started_at=None, migrations_started_at=None):
+    """Plan plus the per-VM outcomes of evacuate_host.yml: the summary rows, totals and the table."""
+    planned = dict((c["name"], c) for c in p["order"])
+    got = {}
+    for i, r in enumerate(results or []):
+        if not isinstance(r, dict) or not r.get("vm"):
+            raise WalmError("results[%d] must be a dict naming its VM (vm), as migrate_one.yml records it" % i)
+        if r["vm"] not in planned:
+            raise WalmError("results[%d] is for VM %s, which is not in the plan" % (i, r["vm"]))
+        got[r["vm"]] = r
+    rows, table_rows = [], []
+    for c in p["order"]:
+        r = got.get(c["name"])
+        status = r.get("status") if r else "not run"
+        row = {
+            "position": c["position"], "vm": c["name"], "class": c["class"], "method": c["method"],
+            "switch_after_passes": c["switch_after_passes"], "destination": c["destination"],
+            "reasons": c["reasons"] + c["decision_reasons"],
+            "predicted_total_time_ms": c["predicted_total_time_ms"],
+            "predicted_downtime_ms": c["predicted_downtime_ms"],
+            "predicted_outcome": c["predicted_outcome"],
+            "total_time_ms": r.get("total_time_ms") if r else None,
+            "downtime_ms": r.get("downtime_ms") if r else None,
+            "ran_postcopy": r.get("ran_postcopy") if r else None,
+            "status": status,
+            "vm_is_on": _where(r) if r else "source (not run)",
+            "error": r.get("error") if r else None,
+            "started_at": r.get("started_at") if r else None,
+            "finished_at": r.get("finished_at") if r else None,
+        }
+        rows.append(row)
+        table_rows.append([str(c["position"]), c["name"], c["class"], _method_text(c), c["destination"],
+                           _s(c["predicted_total_time_ms"]), _s(row["total_time_ms"]),
+                           _ms(c["predicted_downtime_ms"]), _ms(row["downtime_ms"]),
+                           status if status == "completed" else "%s, VM on %s" % (status, row["vm_is_on"]),
+                           _plan_why(p, c)])
+    completed = [r["vm"] for r in rows if r["status"] == "completed"]
+    failed = [r["vm"] for r in rows if r["status"] != "completed"]
+    finished = [r["finished_at"] for r in rows if r["finished_at"] is not None]
+    host_empty = not failed and not p["not_evacuable"]
+    measured = [r["total_time_ms"] for r in rows if r["total_time_ms"] is not None]
+    time_to_empty = None
+    last_finished = None
+    if started_at is not None and finished:
+        last_finished = round(max(finished) - started_at, 3)
+        time_to_empty = last_finished if host_empty else None
+    migration_phase = None
+    if migrations_started_at is not None and finished:
+        migration_phase = round(max(finished) - migrations_started_at, 3)
+    totals = {
+        "vms": len(rows), "completed": completed, "failed": failed, "not_evacuable": [
+            v["name"] for v in p["not_evacuable"]],
+        "host_empty": host_empty,
+        "time_to_empty_s": time_to_empty,
+        "time_until_last_finished_s": last_finished,
+        "migration_phase_s": migration_phase,
+        "measured_migration_time_s": round(sum(measured) / 1000.0, 3),
+        "predicted_migration_time_s": p["predicted_migration_time_s"],
+    }
+    head = "Evacuation of %s (policy %s): %d of %d VMs moved" % (p["source"], p["policy"], len(completed),
+                                                                 len(rows))
+    if time_to_empty is not None:
+        head += ", host empty after %.1f s" % time_to_empty
+    elif last_finished is not None:
+        head += ", host NOT empty (last migration ended after %.1f s)" % last_finished
+    head += "; migrations took %s (predicted %s)." % (_s(sum(measured)), _s(p["predicted_migration_time_s"] * 1000))
+    lines = [head] + (_table(SUMMARY_COLUMNS, table_rows) if table_rows else [])
+    for r in rows:
+        if r["status"] != "completed":
+            lines.append("%s: %s; the VM is on %s." % (r["vm"], r["error"] or r["status"], r["vm_is_on"]))
+    for v in p["not_evacuable"]:
+        lines.append("%s: not moved, %s." % (v["name"], v["reason"]))
+    return {"rows": rows, "totals": totals, "table": lines}

@@ -1,0 +1,278 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: walm_plan
+short_description: Plan the evacuation of a host (order, method, destination and concurrency per VM) and summarise it
+version_added: "0.1.0"
+description:
+  - Plans how to empty one source host from what M(walm.qemu.walm_vm_info), M(walm.qemu.walm_probe) and
+    M(walm.qemu.walm_decide) report about its VMs, and the free memory of the destination hosts. Every VM gets a
+    position, a method, a destination, its predicted total migration time (TMT) and downtime, and plain-sentence
+    reasons. C(playbooks/evacuate_host.yml) runs it.
+  - "O(policy=walm) orders by the shortest predicted TMT first, each VM by the method walm_decide chose. On one
+    shared migration link the migrations run one after another, so the host is empty after about the sum of the
+    TMTs whatever the order; shortest first gets the most VMs off the host earliest (it minimises the mean time a
+    VM waits). VMs without a prediction go last, by pre-copy."
+  - O(policy=naive) is the listing order with every VM by pre-copy, as Nova, KubeVirt, oVirt and Proxmox evacuate;
+    it is there to measure the walm policy against.
+  - Each VM in plan order goes to the destination with the most free memory left that fits it. When none fits,
+    the module fails naming the VM and the fix.
+  - O(concurrency) groups the order into waves of up to that many VMs, never two write-heavy or post-copy
+    migrations in one wave. C(evacuate_host.yml) still runs the migrations one at a time (RV(plan.execution) is
+    V(serial)); with one shared link that costs nothing, because parallel migrations only split its bandwidth.
+  - With O(results), also summarises the evacuation (RV(summary)) - measured against predicted TMT and downtime,
+    where each VM is now, and the time until the host was empty.
+  - Pure computation; touches nothing, runs anywhere (usually on the controller), supports check mode. See
+    C(docs/evacuate.md).
+author: WALM developers
+requirements:
+  - Python 3.8 or later
+options:
+  source:
+    description: Inventory name of the host to empty.
+    type: str
+    required: true
+  vms:
+    description:
+      - The VMs recorded on the source, C(vms) of M(walm.qemu.walm_vm_info) run there without a name, in its listing
+        order (by name). Running ones are planned; stopped ones are skipped; a destination of an incoming
+        migration or a copy that already migrated away cannot be moved and is listed in C(not_evacuable).
+    type: list
+    elements: dict
+    required: true
+  probes:
+    description:
+      - C(vms) of M(walm.qemu.walm_probe) run on the source without a name (every QEMU there). A probed QEMU that
+        walm_vm_info does not list was not started by M(walm.qemu.walm_vm) and cannot be moved by WALM; it is
+        listed in C(not_evacuable).
+    type: list
+    elements: dict
+    default: []
+  probe_failures:
+    description: C(failed_vms) of the same walm_probe run; the error becomes the VM's reason.
+    type: list
+    elements: dict
+    default: []
+  decisions:
+    description:
+      - One M(walm.qemu.walm_decide) result per VM (each names its VM in C(vm)), for example the C(results) of a
+        loop over the probe's C(vms). A failed decision (C(failed) true) or a VM without one is planned last, by
+        pre-copy.
+    type: list
+    elements: dict
+    default: []
+  destinations:
+    description:
+      - The destination hosts, each a dict with C(name) (inventory host), C(free_mib) (memory available for
+        migrated VMs, MiB) and optionally C(capacity_source) (where the figure came from, for the reasons).
+    type: list
+    elements: dict
+    required: true
+  policy:
+    description: V(walm) (shortest predicted TMT first, methods as decided) or V(naive) (listing order, all pre-copy).
+    type: str
+    choices: [walm, naive]
+    default: walm
+  concurrency:
+    description:
+      - Migrations at once on the source's migration link. V(1) is the right value for one shared link; a higher
+        value groups the plan into waves but does not make evacuate_host.yml run them in parallel.
+    type: int
+    default: 1
+  on_timeout:
+    description:
+      - What walm_migrate will do when pre-copy has not converged after O(timeout_s) (V(abort) - the VM stays on the
+        source; V(postcopy) - it switches). Used for the predictions of pre-copies that do not converge.
+    type: str
+    choices: [abort, postcopy]
+    default: abort
+  timeout_s:
+    description: walm_migrate's O(walm.qemu.walm_migrate#module:timeout_s); a pre-copy that does not converge is predicted to take this long.
+    type: float
+    default: 600
+  results:
+    description:
+      - The per-VM outcomes of the evacuation (C(walm_one_result) of C(playbooks/tasks/migrate_one.yml), each with
+        C(vm), C(status), C(total_time_ms), C(downtime_ms), C(error) and C(finished_at)). When given, the module
+        also returns RV(summary).
+    type: list
+    elements: dict
+  started_at:
+    description: When the evacuation started (seconds since the epoch, the clock of the results' C(finished_at)); gives RV(summary.totals.time_to_empty_s).
+    type: float
+  migrations_started_at:
+    description:
+      - When the first migration was started (same clock), after discovery, probing and planning; gives
+        RV(summary.totals.migration_phase_s).
+    type: float
+notes:
+  - Check mode is supported and gives the same result; the module never changes anything.
+seealso:
+  - module: walm.qemu.walm_decide
+  - module: walm.qemu.walm_probe
+  - module: walm.qemu.walm_vm_info
+"""
+
+EXAMPLES = r"""
+- name: Plan the evacuation of hv1 to hv2 and hv3
+  walm.qemu.walm_plan:
+    source: hv1
+    vms: "{{ source_info.vms }}"
+    probes: "{{ probe.vms }}"
+    probe_failures: "{{ probe.failed_vms }}"
+    decisions: "{{ decisions.results }}"
+    destinations:
+      - name: hv2
+        free_mib: 65536
+        capacity_source: MemAvailable
+      - name: hv3
+        free_mib: 32768
+        capacity_source: walm_capacity_mib
+  delegate_to: localhost
+  register: evacuation
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ evacuation.table }}"
+
+- name: Summarise the outcomes
+  walm.qemu.walm_plan:
+    source: hv1
+    vms: "{{ source_info.vms }}"
+    probes: "{{ probe.vms }}"
+    decisions: "{{ decisions.results }}"
+    destinations: "{{ destinations }}"
+    results: "{{ outcomes }}"
+    started_at: "{{ started_at }}"
+  delegate_to: localhost
+  register: summary
+"""
+
+RETURN = r"""
+plan:
+  description: The plan.
+  returned: always
+  type: dict
+  contains:
+    source: {description: The host to empty, type: str}
+    policy: {description: The policy applied, type: str}
+    concurrency: {description: Migrations at once on the link the plan allows, type: int}
+    execution:
+      description: How evacuate_host.yml runs the plan - always V(serial) (one migration at a time).
+      type: str
+    waves: {description: "VM names grouped by wave (one VM per wave at concurrency 1)", type: list, elements: list}
+    order:
+      description: The VMs to move, in order.
+      type: list
+      elements: dict
+      contains:
+        position: {description: 1 for the first VM, type: int}
+        name: {description: The VM, type: str}
+        memory_mib: {description: Guest RAM, type: int}
+        class: {description: "Workload class in a few words (idle, cpu, memory write-intensive, unknown)", type: str}
+        workload_class: {description: walm_decide's workload_class, type: dict}
+        method: {description: "precopy, postcopy or hybrid", type: str}
+        switch_after_passes: {description: For hybrid, else null, type: int}
+        on_timeout: {description: walm_migrate's on_timeout for it, type: str}
+        destination: {description: Inventory host it goes to, type: str}
+        wave: {description: Its wave, type: int}
+        heavy: {description: "Write-heavy or post-copy - never two in one wave", type: bool}
+        decided: {description: walm_decide made a decision for it, type: bool}
+        meets_goal: {description: walm_decide's meets_goal, type: bool}
+        predicted_total_time_ms: {description: "Predicted TMT of its method; timeout_s for a pre-copy that does not
+                                   converge; null when unknown", type: int}
+        predicted_downtime_ms: {description: Predicted downtime, type: int}
+        predicted_outcome:
+          description: "completed, timeout-abort (stays on the source), timeout-postcopy or unknown"
+          type: str
+        reasons: {description: The plan's sentences for this VM (position, destination), type: list, elements: str}
+        decision_reasons: {description: walm_decide's reasons, type: list, elements: str}
+    destinations:
+      description: "Each destination - name, free_mib, free_mib_left after the plan, capacity_source, vms"
+      type: list
+      elements: dict
+    skipped: {description: "VMs not running (name, reason)", type: list, elements: dict}
+    not_evacuable: {description: "VMs WALM cannot move (name, reason); the host is not empty while they run",
+                    type: list, elements: dict}
+    predicted_migration_time_s: {description: "Sum of the predicted TMTs - about the time to empty the host on one
+                                 link, without destination preparation", type: float}
+    predicted_mean_wait_s: {description: "Mean predicted time until a VM is off the host in this order (null if a
+                            VM has no prediction)", type: float}
+    predicted_stay_on_source: {description: VMs predicted to time out and stay on the source, type: list,
+                               elements: str}
+    predicted_unknown: {description: VMs without a prediction, type: list, elements: str}
+    predicted_empties_host: {description: Whether the plan is predicted to empty the host, type: bool}
+    reasons: {description: The plan's sentences (order rule, concurrency, destinations, what is left), type: list,
+              elements: str}
+table:
+  description: The plan, or with O(results) the summary, as lines of text to print.
+  returned: always
+  type: list
+  elements: str
+summary:
+  description: With O(results) - one row per planned VM and the totals.
+  returned: when results are given
+  type: dict
+  contains:
+    rows:
+      description: "position, vm, class, method, destination, reasons, predicted_total_time_ms,
+        predicted_downtime_ms, total_time_ms, downtime_ms (measured), status, vm_is_on, error, finished_at"
+      type: list
+      elements: dict
+    totals:
+      description: "vms, completed, failed, not_evacuable (names), host_empty, time_to_empty_s (null unless the host
+        is empty), time_until_last_finished_s (from started_at), migration_phase_s (from migrations_started_at),
+        measured_migration_time_s (sum of the measured TMTs), predicted_migration_time_s"
+      type: dict
+    table: {description: The same lines as RV(table), type: list, elements: str}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation import plan, plan_table, summarize
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=dict(type="str", required=True),
+            vms=dict(type="list", elements="dict", required=True),
+            probes=dict(type="list", elements="dict", default=[]),
+            probe_failures=dict(type="list", elements="dict", default=[]),
+            decisions=dict(type="list", elements="dict", default=[]),
+            destinations=dict(type="list", elements="dict", required=True),
+            policy=dict(type="str", default="walm", choices=["walm", "naive"]),
+            concurrency=dict(type="int", default=1),
+            on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
+            timeout_s=dict(type="float", default=600),
+            results=dict(type="list", elements="dict"),
+            started_at=dict(type="float"),
+            migrations_started_at=dict(type="float"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        result = {"plan": plan(p)}
+        if p["results"] is not None:
+            result["summary"] = summarize(result["plan"], p["results"], p["started_at"],
+                                          p["migrations_started_at"])
+            result["table"] = result["summary"]["table"]
+        else:
+            result["table"] = plan_table(result["plan"])
+    except WalmError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Host evacuation planning (module_utils/evacuation.py and walm_plan), table-driven.
+
+Decisions are hand-made in walm_decide's shape so each case states exactly what the planner sees; one case runs the
+real walm_decide on the lab's workloads to check that the two fit together.
+"""
+
+import json
+
+import pytest
+
+from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide
+from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation import class_text, plan, plan_table, summarize
+
+IDLE_CLASS = {"intensity": ["idle"], "dominant": "idle", "access": "read-intensive"}
+CPU_CLASS = {"intensity": ["cpu"], "dominant": "cpu", "access": "read-intensive"}
+WRITE_CLASS = {"intensity": ["memory", "cpu"], "dominant": "memory", "access": "write-intensive"}
+
+
+def info(name, running=True, status="running", memory_mib=512, role="source"):
+    return {"name": name, "running": running, "status": status if running else None, "role": role,
+            "definition": {"name": name, "memory_mib": memory_mib}}
+
+
+def decision(vm, method, tmt, dt=200, cls=IDLE_CLASS, precopy_tmt="same", switch=None):
+    """A walm_decide result: the chosen method's prediction, and pre-copy's (None = does not converge)."""
+    pre = tmt if precopy_tmt == "same" else precopy_tmt
+    preds = {"precopy": {"converges": pre is not None, "total_time_ms": pre, "downtime_ms": dt if pre else None,
+                         "why_not_converging": None if pre else "dirty_rate_near_link"},
+             "postcopy": {"converges": True, "total_time_ms": tmt if method == "postcopy" else 3000,
+                          "downtime_ms": 20},
+             "hybrid": {"converges": True, "total_time_ms": tmt if method == "hybrid" else 3500, "downtime_ms": 25}}
+    return {"vm": vm, "method": method, "switch_after_passes": switch, "meets_goal": True, "workload_class": cls,
+            "predictions": preds, "reasons": ["Objective urgent: %s is the fastest (%s ms)." % (method, tmt)]}
+
+
+DST = [{"name": "walm-dst", "free_mib": 20000, "capacity_source": "MemAvailable"}]
+
+# The acceptance setup: idle, cpu and a heavy writer that pre-copy cannot move.
+THREE_VMS = [info("ev-cpu"), info("ev-heavy"), info("ev-idle")]
+THREE_DECISIONS = [decision("ev-idle", "precopy", 1000), decision("ev-cpu", "precopy", 1020, cls=CPU_CLASS),
+                   decision("ev-heavy", "postcopy", 3100, dt=20, cls=WRITE_CLASS, precopy_tmt=None)]
+
+
+def params(**over):
+    p = {"source": "walm-src", "vms": THREE_VMS, "probes": [], "probe_failures": [], "decisions": THREE_DECISIONS,
+         "destinations": DST, "policy": "walm", "concurrency": 1, "on_timeout": "abort", "timeout_s": 60}
+    p.update(over)
+    return p
+
+
+def names(p):
+    return [c["name"] for c in p["order"]]
+
+
+@pytest.mark.parametrize("over, order, methods", [
+    # walm: shortest predicted TMT first, methods as decided.
+    ({}, ["ev-idle", "ev-cpu", "ev-heavy"], ["precopy", "precopy", "postcopy"]),
+    # naive: listing order, everything pre-copy.
+    ({"policy": "naive"}, ["ev-cpu", "ev-heavy", "ev-idle"], ["precopy", "precopy", "precopy"]),
+    # Equal TMT: the smaller VM first, then listing order.
+    ({"vms": [info("a", memory_mib=1024), info("b"), info("c")],
+      "decisions": [decision("a", "precopy", 900), decision("b", "precopy", 900), decision("c", "precopy", 900)]},
+     ["b", "c", "a"], ["precopy"] * 3),
+    # A VM without a decision goes last, by pre-copy.
+    ({"decisions": THREE_DECISIONS[1:]}, ["ev-cpu", "ev-heavy", "ev-idle"], ["precopy", "postcopy", "precopy"]),
+    # A failed decision too.
+    ({"decisions": THREE_DECISIONS[1:] + [{"vm": "ev-idle", "failed": True, "msg": "dirty rate unknown"}]},
+     ["ev-cpu", "ev-heavy", "ev-idle"], ["precopy", "postcopy", "precopy"]),
+    # hybrid keeps its switch point.
+    ({"vms": [info("h")], "decisions": [decision("h", "hybrid", 2000, switch=2)]}, ["h"], ["hybrid"]),
+])
+def test_order_and_methods(over, order, methods):
+    p = plan(params(**over))
+    assert names(p) == order
+    assert [c["method"] for c in p["order"]] == methods
+    assert [c["position"] for c in p["order"]] == list(range(1, len(order) + 1))
+    assert p["execution"] == "serial"
+
+
+def test_walm_plan_reasons_and_predictions():
+    p = plan(params())
+    first = p["order"][0]
+    assert first["reasons"][0].startswith("Position 1 of 3: predicted TMT 1.00 s by pre-copy")
+    assert first["decision_reasons"] == ["Objective urgent: precopy is the fastest (1000 ms)."]
+    assert p["predicted_migration_time_s"] == pytest.approx(5.12)
+    # Mean wait: shortest first (1.0, 2.02, 5.12 -> 2.713 s) beats listing order (1.02, 4.12, 5.12 -> 3.42 s).
+    assert p["predicted_mean_wait_s"] == pytest.approx(2.713, abs=0.001)
+    assert any("sum of the TMTs" in r for r in p["reasons"])
+    assert any("Mean time until a VM is off the host: predicted 2.71 s in this order, 3.42 s in listing order"
+               in r for r in p["reasons"])
+    assert p["predicted_empties_host"] is True and p["predicted_stay_on_source"] == []
+    heavy = p["order"][2]
+    assert heavy["class"] == "memory+cpu write-intensive" and heavy["heavy"] is True
+    assert heavy["predicted_downtime_ms"] == 20 and heavy["predicted_outcome"] == "completed"
+
+
+@pytest.mark.parametrize("on_timeout, outcome, tmt, empties", [
+    ("abort", "timeout-abort", 60000, False),
+    ("postcopy", "timeout-postcopy", 63100, True),  # the timeout, then post-copy
+])
+def test_naive_precopy_that_cannot_converge(on_timeout, outcome, tmt, empties):
+    p = plan(params(policy="naive", on_timeout=on_timeout))
+    heavy = [c for c in p["order"] if c["name"] == "ev-heavy"][0]
+    assert heavy["method"] == "precopy" and heavy["predicted_outcome"] == outcome
+    assert heavy["predicted_total_time_ms"] == tmt
+    assert p["predicted_empties_host"] is empties
+    assert any(r.startswith("Pre-copy is predicted not to converge (dirty_rate_near_link): after timeout_s=60")
+               for r in heavy["reasons"])
+    if not empties:
+        assert p["predicted_stay_on_source"] == ["ev-heavy"]
+        assert any("will not be empty" in r for r in p["reasons"])
+
+
+@pytest.mark.parametrize("concurrency, waves", [
+    (1, [["ev-idle"], ["ev-cpu"], ["ev-heavy"]]),
+    (2, [["ev-idle", "ev-cpu"], ["ev-heavy"]]),
+    (3, [["ev-idle", "ev-cpu", "ev-heavy"]]),
+])
+def test_waves(concurrency, waves):
+    p = plan(params(concurrency=concurrency))
+    assert p["waves"] == waves and p["concurrency"] == concurrency
+    text = " ".join(p["reasons"])
+    if concurrency == 1:
+        assert "Concurrency 1: the source has one migration link" in text
+    else:
+        assert "runs the migrations one at a time" in text and "for information only" in text
+
+
+def test_never_two_heavy_migrations_in_one_wave():
+    vms = [info("w1"), info("w2"), info("i1")]
+    decisions = [decision("w1", "postcopy", 3000, cls=WRITE_CLASS), decision("w2", "postcopy", 3100, cls=WRITE_CLASS),
+                 decision("i1", "precopy", 1000)]
+    p = plan(params(vms=vms, decisions=decisions, concurrency=4))
+    assert p["waves"] == [["i1", "w1"], ["w2"]]
+
+
+@pytest.mark.parametrize("dests, memory, expect", [
+    # One destination takes them all.
+    ([{"name": "d1", "free_mib": 2000}], [512, 512, 512], ["d1", "d1", "d1"]),
+    # Spread by free memory left: the roomier host first, then whichever has more left.
+    ([{"name": "d1", "free_mib": 1000}, {"name": "d2", "free_mib": 1500}], [512, 512, 512], ["d2", "d1", "d2"]),
+    # Ties go to the first listed destination.
+    ([{"name": "d1", "free_mib": 1024}, {"name": "d2", "free_mib": 1024}], [512, 512, 512], ["d1", "d2", "d1"]),
+    # The big VM first takes most of d2; the small ones follow the memory left.
+    ([{"name": "d1", "free_mib": 600}, {"name": "d2", "free_mib": 4096}], [3000, 512, 512], ["d2", "d2", "d1"]),
+])
+def test_destinations_by_free_capacity(dests, memory, expect):
+    vms = [info("v%d" % i, memory_mib=m) for i, m in enumerate(memory)]
+    decisions = [decision("v%d" % i, "precopy", 1000 + i) for i in range(len(memory))]
+    p = plan(params(vms=vms, decisions=decisions, destinations=dests))
+    assert [c["destination"] for c in p["order"]] == expect
+    left = dict((d["name"], d["free_mib_left"]) for d in p["destinations"])
+    for d in dests:
+        assert left[d["name"]] == d["free_mib"] - sum(m for m, e in zip(memory, expect) if e == d["name"])
+
+
+def test_probe_memory_wins_over_the_recorded_definition():
+    probes = [{"vm": {"name": "ev-idle", "memory_mib": 2048, "pid": 1}, "workload": {}}]
+    p = plan(params(probes=probes, destinations=[{"name": "d", "free_mib": 4000}]))
+    assert [c["memory_mib"] for c in p["order"]] == [2048, 512, 512]
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"destinations": []}, "set walm_destinations"),
+    ({"destinations": [{"name": "walm-src", "free_mib": 1}]}, "is the source host itself"),
+    ({"destinations": [{"name": "d", "free_mib": 9000}, {"name": "d", "free_mib": 9000}]}, "listed twice"),
+    ({"destinations": [{"name": "d"}]}, "set walm_capacity_mib"),
+    ({"destinations": [{"name": "d", "free_mib": -1}]}, "at least 0"),
+    ({"destinations": [{"name": "d", "free_mib": 1000}]}, "VM ev-cpu needs 512 MiB but no destination has that"),
+    ({"concurrency": 0}, "concurrency (walm_concurrency) must be at least 1"),
+    ({"policy": "fast"}, "walm_evacuate_policy"),
+    ({"on_timeout": "retry"}, "walm_on_timeout"),
+    ({"source": ""}, "walm_source"),
+    ({"vms": None}, "walm_vm_info"),
+    ({"vms": [{"running": True}]}, "vms[0] has no VM name"),
+    ({"decisions": [decision("ghost", "precopy", 1)]}, "VM ghost, which walm_vm_info does not list"),
+    ({"decisions": [dict(decision("ev-idle", "precopy", 1), method="teleport")]}, "method 'teleport'"),
+    ({"vms": [{"name": "x", "running": True}], "decisions": []}, "VM x: its memory size is unknown"),
+])
+def test_bad_input_names_the_fix(over, message):
+    with pytest.raises(WalmError) as exc:
+        plan(params(**over))
+    assert message in str(exc.value)
+
+
+def test_skipped_and_not_evacuable():
+    vms = THREE_VMS + [info("stopped", running=False), info("waiting", status="inmigrate", role="incoming"),
+                       info("left", status="postmigrate")]
+    probes = [{"vm": {"name": "foreign", "pid": 4242, "memory_mib": 256, "managed": False}, "workload": {}}]
+    p = plan(params(vms=vms, probes=probes))
+    assert names(p) == ["ev-idle", "ev-cpu", "ev-heavy"]
+    assert p["skipped"] == [{"name": "stopped", "reason": "recorded on walm-src but not running: nothing to migrate"}]
+    assert [v["name"] for v in p["not_evacuable"]] == ["waiting", "left", "foreign"]
+    assert "not started by walm.qemu.walm_vm" in p["not_evacuable"][2]["reason"]
+    assert p["predicted_empties_host"] is False
+
+
+def test_probe_failure_becomes_the_reason():
+    p = plan(params(decisions=THREE_DECISIONS[1:],
+                    probe_failures=[{"name": "ev-idle", "error": "VM 'ev-idle' is migrating"}]))
+    idle = p["order"][-1]
+    assert idle["name"] == "ev-idle" and not idle["decided"]
+    assert "No prediction (VM 'ev-idle' is migrating)" in idle["reasons"][1]
+    assert p["predicted_unknown"] == ["ev-idle"] and p["predicted_mean_wait_s"] is None
+
+
+def test_nothing_to_do():
+    p = plan(params(vms=[], decisions=[]))
+    assert p["order"] == [] and p["predicted_empties_host"] is True
+    assert "No VM runs on the source: nothing to do." in p["reasons"]
+
+
+def test_plan_table_lists_every_vm_with_its_why():
+    lines = plan_table(plan(params()))
+    assert lines[0] == "Evacuation plan for walm-src (policy walm, concurrency 1, run serial):"
+    assert lines[1].split() == ["#", "VM", "class", "method", "destination", "pred", "TMT", "pred", "DT", "ms",
+                                "wave", "why"]
+    assert lines[3].split()[:6] == ["1", "ev-idle", "idle", "precopy", "walm-dst", "1.00"]
+    assert "Objective urgent: postcopy is the fastest" in lines[5]
+    naive = plan_table(plan(params(policy="naive")))
+    assert "Pre-copy is predicted not to converge" in [x for x in naive if "ev-heavy" in x][0]
+
+
+def result(vm, status="completed", tmt=1000, dt=200, finished_at=110.0, **extra):
+    r = {"vm": vm, "status": status, "total_time_ms": tmt, "downtime_ms": dt, "error": None,
+         "finished_at": finished_at}
+    r.update(extra)
+    return r
+
+
+def test_summary_of_an_emptied_host():
+    p = plan(params())
+    s = summarize(p, [result("ev-idle", tmt=990, finished_at=103.0), result("ev-cpu", tmt=1010, finished_at=106.0),
+                      result("ev-heavy", tmt=3086, dt=2, finished_at=112.5, ran_postcopy=True)], started_at=100.0)
+    t = s["totals"]
+    assert t["host_empty"] is True and t["completed"] == ["ev-idle", "ev-cpu", "ev-heavy"] and t["failed"] == []
+    assert t["time_to_empty_s"] == 12.5 and t["measured_migration_time_s"] == pytest.approx(5.086)
+    assert s["table"][0].startswith("Evacuation of walm-src (policy walm): 3 of 3 VMs moved, host empty after 12.5 s")
+    row = s["rows"][2]
+    assert (row["vm"], row["method"], row["total_time_ms"], row["predicted_total_time_ms"], row["vm_is_on"]) == \
+        ("ev-heavy", "postcopy", 3086, 3100, "destination")
+    json.dumps(s)  # goes to the results file as is
+
+
+def test_summary_names_the_vm_that_stayed():
+    p = plan(params(policy="naive"))
+    s = summarize(p, [result("ev-cpu"), result("ev-heavy", status="timeout", tmt=60000, dt=None,
+                                                error="pre-copy did not converge; cancelled",
+                                                source_status_after="running"),
+                      result("ev-idle")], started_at=100.0)
+    t = s["totals"]
+    assert t["host_empty"] is False and t["failed"] == ["ev-heavy"] and t["time_to_empty_s"] is None
+    assert t["time_until_last_finished_s"] == 10.0
+    assert "host NOT empty" in s["table"][0]
+    assert "ev-heavy: pre-copy did not converge; cancelled; the VM is on source (running)." in s["table"]
+
+
+def test_summary_of_a_postcopy_left_for_recovery_and_a_vm_not_run():
+    p = plan(params())
+    s = summarize(p, [result("ev-idle"), result("ev-heavy", status="postcopy-paused", rolled_back=False,
+                                                error="link down")])
+    rows = dict((r["vm"], r) for r in s["rows"])
+    assert rows["ev-heavy"]["vm_is_on"].startswith("split between source and destination")
+    assert rows["ev-cpu"]["status"] == "not run" and rows["ev-cpu"]["vm_is_on"] == "source (not run)"
+    assert s["totals"]["time_to_empty_s"] is None and s["totals"]["time_until_last_finished_s"] is None
+
+
+@pytest.mark.parametrize("results, message", [
+    ([{"status": "completed"}], "must be a dict naming its VM"),
+    ([result("ghost")], "VM ghost, which is not in the plan"),
+])
+def test_summary_bad_results(results, message):
+    with pytest.raises(WalmError) as exc:
+        summarize(plan(params()), results)
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("cls, text", [
+    (IDLE_CLASS, "idle"), (CPU_CLASS, "cpu"), (WRITE_CLASS, "memory+cpu write-intensive"), (None, "unknown"),
+])
+def test_class_text(cls, text):
+    assert class_text(cls) == text
+
+
+def _probe(name, dirty, cpu, rss, wws):
+    return {"vm": {"name": name, "memory_mib": 512, "vcpus": 1},
+            "workload": {"dirty_rate_mib_s": dirty, "cpu_percent": cpu, "net_rx_mib_s": 0.0, "net_tx_mib_s": 0.0,
+                         "rss_mib": rss, "wws_mib": wws}}
+
+
+def test_with_real_decisions_the_heavy_writer_goes_last_by_postcopy():
+    probes = [_probe("ev-cpu", 0.5, 100, 100, 16), _probe("ev-heavy", 160, 100, 276, 256),
+              _probe("ev-idle", 0.2, 2, 86, 8)]
+    decisions = [decide({"probe": pr, "link_bandwidth_mib_s": 114.0}) for pr in probes]
+    p = plan(params(probes=probes, decisions=decisions))
+    assert p["order"][-1]["name"] == "ev-heavy" and p["order"][-1]["method"] in ("postcopy", "hybrid")
+    assert all(c["method"] == "precopy" for c in p["order"][:2])
+    naive = plan(params(probes=probes, decisions=decisions, policy="naive"))
+    assert names(naive) == ["ev-cpu", "ev-heavy", "ev-idle"]
+    assert naive["predicted_stay_on_source"] == ["ev-heavy"]
