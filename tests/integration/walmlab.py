@@ -62,9 +62,15 @@ def module(host, name, args, check=True, timeout=300):
     return ok, result
 
 
-def start_vm(vm, workload, args=None, host="walm-src", memory_mib=512):
-    playbook("vm_start.yml", {"walm_host": host, "lab_vm_name": vm, "lab_vm_workload": workload,
-                              "lab_vm_workload_args": args or {}, "lab_vm_memory_mib": memory_mib})
+def start_vm(vm, workload, args=None, host="walm-src", memory_mib=512, tap=None, mac=None, ip=None):
+    """Start a lab guest. Several guests on one host each need their own tap, MAC and address (the lab_vm
+    defaults are one tap0, one MAC, one address)."""
+    ev = {"walm_host": host, "lab_vm_name": vm, "lab_vm_workload": workload, "lab_vm_workload_args": args or {},
+          "lab_vm_memory_mib": memory_mib}
+    for key, value in (("lab_vm_tap", tap), ("lab_vm_mac", mac), ("lab_vm_ip", ip)):
+        if value is not None:
+            ev[key] = value
+    playbook("vm_start.yml", ev)
 
 
 def stop_vm(vm):
@@ -81,6 +87,39 @@ def migrate(vm, extra=None, check=True, options=()):
     proc = playbook("migrate_vm.yml", ev, check=check, options=options)
     result = json.load(open(result_file)) if os.path.exists(result_file) else None
     return proc, result
+
+
+def evacuate(extra=None, check=True, options=(), source="walm-src", destinations=("walm-dst",), timeout=900):
+    """Run playbooks/evacuate_host.yml; returns (process, the results file as a dict or None)."""
+    result_file = os.path.join(tempfile.mkdtemp(prefix="walm-it-"), "evacuation.json")
+    ev = {"walm_source": source, "walm_destinations": list(destinations), "walm_result_file": result_file}
+    ev.update(extra or {})
+    proc = playbook("evacuate_host.yml", ev, check=check, timeout=timeout, options=options)
+    report = json.load(open(result_file)) if os.path.exists(result_file) else None
+    return proc, report
+
+
+# Three guests for host evacuation: an idle one, a CPU-bound one and a writer pre-copy cannot keep up with, each
+# with its own tap, MAC and address so they can share a host. name: (workload, kernel args, tap, MAC, address).
+EVACUATION_VMS = {
+    "ev-idle": ("idle", {}, "tap0", "52:54:00:77:00:71", "10.77.0.111/24"),
+    "ev-cpu": ("cpu", {}, "tap1", "52:54:00:77:00:72", "10.77.0.112/24"),
+    "ev-heavy": ("wset", {"wset_mib": 256, "rate_mib_s": 200}, "tap2", "52:54:00:77:00:73", "10.77.0.113/24"),
+}
+
+
+def start_evacuation_vms(host="walm-src"):
+    for name, (workload, args, tap, mac, ip) in sorted(EVACUATION_VMS.items()):
+        start_vm(name, workload, args, host=host, tap=tap, mac=mac, ip=ip)
+    return sorted(EVACUATION_VMS)
+
+
+def progress(host, vm):
+    """(last seq of the VM's workload lines, last disk record written) on a host's console; None when absent."""
+    workload = EVACUATION_VMS[vm][0] if vm in EVACUATION_VMS else None
+    lines = [r for r in parse_console(console_log(host, vm), workload) if "seq" in r and r["seq"] > 0]
+    disk = [r for r in parse_console(console_log(host, vm), "disk") if "written" in r]
+    return (lines[-1]["seq"] if lines else None, disk[-1]["written"] if disk else None)
 
 
 def parse_line(line):
