@@ -269,10 +269,10 @@ def plan(params):
         if not v.get("running"):
             skipped.append({"name": name, "reason": "recorded on %s but not running: nothing to migrate" % source})
             continue
+        # A VM that arrived here by migration keeps its record's role "incoming" once it runs: the status tells.
         status = v.get("status")
-        if v.get("role") == "incoming" or status in _NOT_MOVABLE_STATUS:
-            not_evacuable.append({"name": name, "reason": _NOT_MOVABLE_STATUS.get(
-                status, "it is the destination of an incoming migration on this host, not a guest to move")})
+        if status in _NOT_MOVABLE_STATUS:
+            not_evacuable.append({"name": name, "reason": _NOT_MOVABLE_STATUS[status]})
             continue
         cands.append(_candidate(name, v, probes.get(name), probe_errors.get(name), decisions.get(name), policy,
                                 on_timeout, timeout_s))

@@ -69,6 +69,19 @@ def apply_capabilities(qmp, caps):
                 {"capabilities": [{"capability": k, "state": bool(v)} for k, v in sorted(caps.items())]})
 
 
+# The capabilities WALM sets. A QEMU that was itself the destination of a post-copy migration keeps the post-copy
+# ones on; migrating it again to a destination prepared for pre-copy then fails at once ("Sibling indicated error").
+MANAGED_CAPABILITIES = ("events", "return-path", "postcopy-ram", "postcopy-preempt")
+
+
+def outgoing_capabilities(qmp, caps):
+    """caps, plus every managed capability this QEMU has on that caps does not ask for, turned off."""
+    on = set(c["capability"] for c in qmp.execute("query-migrate-capabilities") if c.get("state"))
+    out = dict((k, False) for k in MANAGED_CAPABILITIES if k in on and k not in caps)
+    out.update(caps)
+    return out
+
+
 def set_capabilities(qmp, caps):
     """Set capabilities after checking this QEMU knows them all."""
     check_capabilities(qmp, caps)
@@ -206,7 +219,8 @@ class Migration(object):
             if check_mode:
                 result.update(status="would-migrate", changed=True)
                 return result
-            apply_capabilities(qmp, caps)  # preflight() has checked that QEMU supports them
+            # preflight() has checked that QEMU supports them; left-overs of an earlier migration are turned off.
+            apply_capabilities(qmp, outgoing_capabilities(qmp, caps))
             qmp.execute("migrate-set-parameters", result["parameters"])
             qmp.events()  # drop stale events so STOP below belongs to this migration
             result.update(self._migrate(qmp))

@@ -50,6 +50,13 @@ def assert_migrated_intact(name, workload, progress_key, migrate_vars=None):
     assert result["destination_status"] == "running"
     assert result["total_time_ms"] > 0 and result["downtime_ms"] >= 0 and result["passes"] >= 1
     assert result["transferred_bytes"] > 0
+    # Guest-visible downtime: the destination's RESUME less the source's STOP (one clock here). It lies within
+    # the migration, and for pre-copy it is the stop-and-copy QEMU reports as its downtime, give or take.
+    gv = result["guest_visible_downtime_ms"]
+    assert gv is not None and 0 < gv <= result["total_time_ms"], result
+    if not result["ran_postcopy"]:
+        assert 0.5 * result["downtime_ms"] <= gv <= 1.5 * result["downtime_ms"] + 50, result
+    print("guest-visible downtime %s ms (QEMU downtime %s ms)" % (gv, result["downtime_ms"]))
 
     # Running on the destination, gone from the source.
     assert pid_running("walm-dst", name)

@@ -196,6 +196,11 @@ def test_skipped_and_not_evacuable():
     assert p["predicted_empties_host"] is False
 
 
+def test_a_vm_that_arrived_by_migration_can_leave_again():
+    p = plan(params(vms=[info("ev-idle", role="incoming")], decisions=[decision("ev-idle", "precopy", 1000)]))
+    assert names(p) == ["ev-idle"] and p["not_evacuable"] == []
+
+
 def test_probe_failure_becomes_the_reason():
     p = plan(params(decisions=THREE_DECISIONS[1:],
                     probe_failures=[{"name": "ev-idle", "error": "VM 'ev-idle' is migrating"}]))
