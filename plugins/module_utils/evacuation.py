@@ -415,6 +415,12 @@ def _plan_why(p, c):
     return c["decision_reasons"][0] if c["decision_reasons"] else c["reasons"][0]
 
 
+def _measured(row):
+    if row["total_time_ms"] is not None:
+        return _s(row["total_time_ms"])
+    return "(%s)" % _s(row["elapsed_ms"]) if row["elapsed_ms"] is not None else "-"
+
+
 def _where(result):
     status = result.get("status")
     if status == "completed":
@@ -447,6 +453,8 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
             "predicted_downtime_ms": c["predicted_downtime_ms"],
             "predicted_outcome": c["predicted_outcome"],
             "total_time_ms": r.get("total_time_ms") if r else None,
+            # How long a migration that did not complete held the link (QEMU reports no TMT for it).
+            "elapsed_ms": r.get("wall_time_ms") if r else None,
             "downtime_ms": r.get("downtime_ms") if r else None,
             "ran_postcopy": r.get("ran_postcopy") if r else None,
             "status": status,
@@ -457,7 +465,7 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
         }
         rows.append(row)
         table_rows.append([str(c["position"]), c["name"], c["class"], _method_text(c), c["destination"],
-                           _s(c["predicted_total_time_ms"]), _s(row["total_time_ms"]),
+                           _s(c["predicted_total_time_ms"]), _measured(row),
                            _ms(c["predicted_downtime_ms"]), _ms(row["downtime_ms"]),
                            status if status == "completed" else "%s, VM on %s" % (status, row["vm_is_on"]),
                            _plan_why(p, c)])
@@ -465,7 +473,8 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
     failed = [r["vm"] for r in rows if r["status"] != "completed"]
     finished = [r["finished_at"] for r in rows if r["finished_at"] is not None]
     host_empty = not failed and not p["not_evacuable"]
-    measured = [r["total_time_ms"] for r in rows if r["total_time_ms"] is not None]
+    measured = [r["total_time_ms"] if r["total_time_ms"] is not None else r["elapsed_ms"] for r in rows
+                if r["total_time_ms"] is not None or r["elapsed_ms"] is not None]
     time_to_empty = None
     last_finished = None
     if started_at is not None and finished:

@@ -224,7 +224,8 @@ summary:
   contains:
     rows:
       description: "position, vm, class, method, destination, reasons, predicted_total_time_ms,
-        predicted_downtime_ms, total_time_ms, downtime_ms (measured), status, vm_is_on, error, finished_at"
+        predicted_downtime_ms, total_time_ms, downtime_ms (measured), elapsed_ms (how long a migration that did not
+        complete ran), status, vm_is_on, error, finished_at"
       type: list
       elements: dict
     totals:

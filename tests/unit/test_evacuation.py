@@ -250,7 +250,7 @@ def test_summary_of_an_emptied_host():
 
 def test_summary_names_the_vm_that_stayed():
     p = plan(params(policy="naive"))
-    s = summarize(p, [result("ev-cpu"), result("ev-heavy", status="timeout", tmt=60000, dt=None,
+    s = summarize(p, [result("ev-cpu"), result("ev-heavy", status="timeout", tmt=None, dt=None, wall_time_ms=60100,
                                                 error="pre-copy did not converge; cancelled",
                                                 source_status_after="running"),
                       result("ev-idle")], started_at=100.0)
@@ -259,6 +259,9 @@ def test_summary_names_the_vm_that_stayed():
     assert t["time_until_last_finished_s"] == 10.0
     assert "host NOT empty" in s["table"][0]
     assert "ev-heavy: pre-copy did not converge; cancelled; the VM is on source (running)." in s["table"]
+    # A cancelled pre-copy has no TMT; how long it held the link is shown in parentheses and counted.
+    assert "(60.1 s)" in [x for x in s["table"] if x.startswith("2  ev-heavy")][0]
+    assert t["measured_migration_time_s"] == pytest.approx(62.1)
 
 
 def test_summary_of_a_postcopy_left_for_recovery_and_a_vm_not_run():
