@@ -67,13 +67,16 @@ def markdown(reports, timeout_s):
              "Three fresh guests per policy on walm-src (idle; cpu; wset 256 MiB at 200 MiB/s), evacuated to "
              "walm-dst by `playbooks/evacuate_host.yml` over the lab's 1 Gbit/s link (~114 MiB/s), TCG, "
              "walm_timeout_s=%s with on_timeout abort. Produced by `scripts/compare_evacuation.py`." % timeout_s, "",
-             "| policy | time to empty s | migrations phase s | playbook wall s | sum of TMTs s | host empty | "
-             "left on walm-src |",
-             "|---|---|---|---|---|---|---|"]
+             "Times from the start of the playbook (discovery, probe, decisions and planning included); the "
+             "migrations phase starts at the first migration. A timed-out pre-copy counts with how long it ran.", "",
+             "| policy | time to empty s | last VM done s | migrations phase s | playbook wall s | sum of migration "
+             "times s | host empty | left on walm-src |",
+             "|---|---|---|---|---|---|---|---|"]
     for policy, r in reports.items():
         t = r["totals"]
-        lines.append("| %s | %s | %s | %s | %.2f | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %.2f | %s | %s |" % (
             policy, "-" if t["time_to_empty_s"] is None else "%.1f" % t["time_to_empty_s"],
+            "-" if t["time_until_last_finished_s"] is None else "%.1f" % t["time_until_last_finished_s"],
             "-" if t["migration_phase_s"] is None else "%.1f" % t["migration_phase_s"], r["playbook_wall_s"],
             t["measured_migration_time_s"], "yes" if t["host_empty"] else "NO",
             ", ".join(r["still_running_on_source"]) or "nothing"))
@@ -83,7 +86,9 @@ def markdown(reports, timeout_s):
         for row in sorted(r["summary"], key=lambda x: x["position"]):
             lines.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 policy, row["position"], row["vm"], row["class"], row["method"],
-                _s(row["predicted_total_time_ms"]), _s(row["total_time_ms"]),
+                _s(row["predicted_total_time_ms"]),
+                _s(row["total_time_ms"]) if row["total_time_ms"] is not None
+                else "(%s ran)" % _s(row.get("elapsed_ms")),
                 "-" if row["predicted_downtime_ms"] is None else row["predicted_downtime_ms"],
                 "-" if row["downtime_ms"] is None else row["downtime_ms"], row["status"]))
     return "\n".join(lines) + "\n"
@@ -95,8 +100,15 @@ def main():
     ap.add_argument("--timeout-s", type=float, default=60)
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "evacuation"))
     ap.add_argument("--teardown", action="store_true", help="tear the lab down at the end")
+    ap.add_argument("--report-only", action="store_true", help="rewrite comparison.md from OUT/POLICY.json")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.report_only:
+        reports = dict((p, json.load(open(os.path.join(a.out, p + ".json")))) for p in a.policies.split(","))
+        with open(os.path.join(a.out, "comparison.md"), "w") as f:
+            f.write(markdown(reports, a.timeout_s))
+        print(markdown(reports, a.timeout_s))
+        return
     lab.lab_setup()
     try:
         reports = {}
