@@ -79,23 +79,28 @@ def stop_vm(vm):
                check=False)
 
 
+def _read_json(path):
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
 def migrate(vm, extra=None, check=True, options=()):
-    result_file = os.path.join(tempfile.mkdtemp(prefix="walm-it-"), "result.json")
-    ev = {"walm_vm_name": vm, "walm_source": "walm-src", "walm_destination": "walm-dst",
-          "walm_result_file": result_file}
-    ev.update(extra or {})
-    proc = playbook("migrate_vm.yml", ev, check=check, options=options)
-    result = json.load(open(result_file)) if os.path.exists(result_file) else None
-    return proc, result
+    with tempfile.TemporaryDirectory(prefix="walm-it-") as tmp:
+        result_file = os.path.join(tmp, "result.json")
+        ev = {"walm_vm_name": vm, "walm_source": "walm-src", "walm_destination": "walm-dst",
+              "walm_result_file": result_file}
+        ev.update(extra or {})
+        proc = playbook("migrate_vm.yml", ev, check=check, options=options)
+        return proc, _read_json(result_file)
 
 
 def evacuate(extra=None, check=True, options=(), source="walm-src", destinations=("walm-dst",), timeout=900):
     """Run playbooks/evacuate_host.yml; returns (process, the results file as a dict or None)."""
-    result_file = os.path.join(tempfile.mkdtemp(prefix="walm-it-"), "evacuation.json")
-    ev = {"walm_source": source, "walm_destinations": list(destinations), "walm_result_file": result_file}
-    ev.update(extra or {})
-    proc = playbook("evacuate_host.yml", ev, check=check, timeout=timeout, options=options)
-    report = json.load(open(result_file)) if os.path.exists(result_file) else None
+    with tempfile.TemporaryDirectory(prefix="walm-it-") as tmp:
+        result_file = os.path.join(tmp, "evacuation.json")
+        ev = {"walm_source": source, "walm_destinations": list(destinations), "walm_result_file": result_file}
+        ev.update(extra or {})
+        proc = playbook("evacuate_host.yml", ev, check=check, timeout=timeout, options=options)
+        report = _read_json(result_file)
     return proc, report
 
 
