@@ -211,3 +211,23 @@ def test_plots_are_written(tmp_path):
     for n in names:
         data = (tmp_path / n).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_console_tail_follows_rotation(tmp_path, monkeypatch):
+    """The destination's log of the previous run is skipped; after walm_vm rotates it (rename to .prev, new file),
+    the new file is read from its beginning even though it is shorter than the old one."""
+    import time
+    import calibrate
+    paths = {"walm-src": tmp_path / "src.log", "walm-dst": tmp_path / "dst.log"}
+    monkeypatch.setattr(calibrate.walmlab, "console_log", lambda host, vm: str(paths[host]))
+    paths["walm-src"].write_text("WALM wset rate_mib_s=40.0\n")
+    paths["walm-dst"].write_text("WALM wset rate_mib_s=1.0\n" * 50)  # the previous run's, long
+    tail = bm.RotatingConsoleTail("vm")
+    tail.start()
+    time.sleep(0.3)
+    os.rename(str(paths["walm-dst"]), str(paths["walm-dst"]) + ".prev")
+    paths["walm-dst"].write_text("WALM wset rate_mib_s=39.0\n")
+    time.sleep(0.3)
+    tail.stop.set()
+    tail.join()
+    assert [line for _, line in tail.lines] == ["WALM wset rate_mib_s=40.0", "WALM wset rate_mib_s=39.0"]
