@@ -591,7 +591,7 @@ def run_one(case, strategy, repeat, opts):
     tail = None
     try:
         walmlab.start_vm(vm, workload, dict(args, disk=0), memory_mib=opts.memory_mib)
-        tail = RotatingConsoleTail(vm)
+        tail = ConsoleTail(vm)
         tail.start()
         time.sleep(SETTLE_S)
         t0 = time.time()
@@ -662,44 +662,6 @@ def run_one(case, strategy, repeat, opts):
         "slowdown_pct": rates[2], "progress_series": series, "wall_s": round(time.time() - t_run, 1),
     }
     return record
-
-
-class RotatingConsoleTail(ConsoleTail):
-    """calibrate.py's ConsoleTail that follows log rotation: walm_vm moves a VM's console log to `.prev` and starts
-    a new one whenever it starts the VM on a host. The source's log is new when the tail starts (read it from the
-    beginning); the destination's is the previous run's until the incoming VM starts (skip it, then read the new
-    file from its beginning)."""
-
-    def __init__(self, vm):
-        super().__init__(vm)
-        self.inodes = {}
-        for i, p in enumerate(self.paths):
-            try:
-                st = os.stat(p)
-            except OSError:
-                continue
-            self.inodes[p] = st.st_ino
-            if i > 0:  # the destination's stale log
-                self.offsets[p] = st.st_size
-
-    def run(self):
-        while not self.stop.is_set():
-            now = time.time()
-            for p in self.paths:
-                try:
-                    with open(p, errors="replace") as f:
-                        st = os.fstat(f.fileno())
-                        if self.inodes.get(p) != st.st_ino or st.st_size < self.offsets[p]:
-                            self.inodes[p], self.offsets[p] = st.st_ino, 0
-                        f.seek(self.offsets[p])
-                        data = f.read()
-                        self.offsets[p] = f.tell()
-                except (IOError, OSError):
-                    continue
-                for line in data.splitlines():
-                    if line.startswith("WALM "):
-                        self.lines.append((now, line))
-            self.stop.wait(0.05)
 
 
 def run_path(out_dir, case, strategy, repeat):

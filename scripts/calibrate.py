@@ -45,12 +45,26 @@ REPORT_INTERVAL_S = 1.0  # the guest workloads print one progress line a second 
 
 
 class ConsoleTail(threading.Thread):
-    """Timestamps every WALM line of the VM's consoles on both hosts with the host clock as it appears."""
+    """Timestamps every WALM line of the VM's consoles on both hosts with the host clock as it appears.
+
+    walm_vm moves a VM's console log to `.prev` and starts a new one whenever it starts the VM on a host. The
+    source's log is new when the tail starts (read from its beginning); the destination's is the previous run's
+    until the incoming VM starts: skip it, then read the new file (another inode, or shorter) from its beginning.
+    """
 
     def __init__(self, vm):
         super().__init__(daemon=True)
         self.paths = [walmlab.console_log(h, vm) for h in ("walm-src", "walm-dst")]
         self.offsets = {p: 0 for p in self.paths}
+        self.inodes = {}
+        for i, p in enumerate(self.paths):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            self.inodes[p] = st.st_ino
+            if i > 0:  # the destination's stale log
+                self.offsets[p] = st.st_size
         self.lines = []  # (host time, line)
         self.stop = threading.Event()
 
@@ -60,6 +74,9 @@ class ConsoleTail(threading.Thread):
             for p in self.paths:
                 try:
                     with open(p, errors="replace") as f:
+                        st = os.fstat(f.fileno())
+                        if self.inodes.get(p) != st.st_ino or st.st_size < self.offsets[p]:
+                            self.inodes[p], self.offsets[p] = st.st_ino, 0
                         f.seek(self.offsets[p])
                         data = f.read()
                         self.offsets[p] = f.tell()

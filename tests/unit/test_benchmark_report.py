@@ -222,7 +222,7 @@ def test_console_tail_follows_rotation(tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate.walmlab, "console_log", lambda host, vm: str(paths[host]))
     paths["walm-src"].write_text("WALM wset rate_mib_s=40.0\n")
     paths["walm-dst"].write_text("WALM wset rate_mib_s=1.0\n" * 50)  # the previous run's, long
-    tail = bm.RotatingConsoleTail("vm")
+    tail = bm.ConsoleTail("vm")
     tail.start()
     time.sleep(0.3)
     os.rename(str(paths["walm-dst"]), str(paths["walm-dst"]) + ".prev")
