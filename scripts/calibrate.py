@@ -266,6 +266,7 @@ def aggregate(records):
                 per_method[method]["n"] = len(ok)
                 per_method[method]["tmt_min"] = min(m["tmt"] for m in ok)
                 per_method[method]["tmt_max"] = max(m["tmt"] for m in ok)
+                per_method[method]["ran_postcopy"] = any(r.get("ran_postcopy") for r in runs)
             per_method[method + "_runs"] = len(runs)
             p = [predicted(r) for r in runs]
             preds[method] = {"tmt": mean([x["total_time_ms"] for x in p if x["converges"]]),
@@ -312,8 +313,9 @@ def table(records):
     lines += ["", "Best measured: within the 10 %% TMT band (`urgent`) or 3 x the fastest (`balanced`), among the methods "
               "whose mean downtime kept the %d ms limit (+10 %%), the least guest slowdown + post-copy exposure "
               "(issue 4's wording) and the least disruption = downtime + slowdown + exposure (walm_decide's own "
-              "measure). ok = the chosen method is that one, or within 10 %% of its TMT (`urgent`) and 10 %% "
-              "(or 50 ms) of its cost." % DOWNTIME_LIMIT_MS, "",
+              "measure). ok = the chosen method is that one, the same migration (pre-copy and a hybrid that never "
+              "switched in any run), or within 10 %% of its TMT (`urgent`) and 10 %% (or 50 ms) of its cost."
+              % DOWNTIME_LIMIT_MS, "",
               "| case | objective | chosen (votes over the runs' probes) | best: slowdown + exposure | "
               "best: + downtime |", "|---|---|---|---|---|"]
     for case in CASES:
@@ -328,10 +330,18 @@ def table(records):
             for key in KEYS:
                 best = a["best"][(o, key)]
                 ok = a["chosen"][o] == best or (best and a["measured"].get(a["chosen"][o])
-                                                and _equivalent(a, a["chosen"][o], best, o, key))
+                                                and (_same_migration(a, a["chosen"][o], best)
+                                                     or _equivalent(a, a["chosen"][o], best, o, key)))
                 cells.append("%s: %s" % (best, "ok" if ok else "MISS"))
             lines.append("| %s | %s | %s%s | %s | %s |" % (case, o, a["chosen"][o], note, cells[0], cells[1]))
     return "\n".join(lines) + "\n"
+
+
+def _same_migration(a, chosen, best):
+    """Pre-copy and a hybrid that never switched to post-copy in any run are one and the same QEMU migration:
+    their difference is run-to-run noise."""
+    pair = {chosen, best}
+    return pair == {"precopy", "hybrid"} and not a["measured"]["hybrid"]["ran_postcopy"]
 
 
 def _equivalent(a, chosen, best, objective, key):
