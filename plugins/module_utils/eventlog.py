@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from .qmp import event_time_s
+
 # Started as `python -c LOGGER SOCKET LOG`; writes {"walm": "connected"} once events flow, then the events.
 LOGGER = r"""
 import json, socket, sys, time
@@ -90,8 +92,7 @@ def first_event_time(records, name):
     """QEMU's timestamp (seconds since the epoch) of the first event `name`, or None."""
     for e in records:
         if e.get("event") == name:
-            ts = e.get("timestamp") or {}
-            return ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6
+            return event_time_s(e)
     return None
 
 

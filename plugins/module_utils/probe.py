@@ -571,8 +571,7 @@ class VMProbe(object):
         if self.status != "running":
             self.extra_limits.append("The VM was %s, not running, while it was measured: its rates are those of a "
                                      "stopped guest." % self.status)
-        self.nonzero = self._nonzero()
-        return self.reading(rss_mib, balloon_mib)
+        return self.reading(rss_mib, balloon_mib, self._nonzero())
 
     def _nonzero(self):
         """Non-zero guest memory sampled from the host (memscan.py), or None with the reason in the limits."""
@@ -629,9 +628,9 @@ class VMProbe(object):
                     return "%s/%s" % (container, child["name"])
         return None
 
-    def reading(self, rss_mib, balloon_mib):
+    def reading(self, rss_mib, balloon_mib, nonzero=None):
         samples = self.samples
-        nonzero = getattr(self, "nonzero", None) or {}
+        nonzero = nonzero or {}
         per_vcpu = [_mean([s["cpu_percent_per_vcpu"][i] for s in samples]) for i in range(len(self.vcpu_threads))]
         taps = sorted(set(t for s in samples for t in s["net_per_tap"]))
         net_per_tap = {}
