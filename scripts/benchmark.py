@@ -155,13 +155,26 @@ def _mean(values):
     return sum(xs) / len(xs) if xs else None
 
 
+def ran_label(r):
+    """What a run's migration did, not only the method asked for: a pre-copy forced into post-copy at its
+    timeout (the peer policy) reads `precopy>postcopy`; a completed hybrid that converged before its switch point
+    reads `hybrid (no switch)` (it was a pre-copy)."""
+    m = r.get("method")
+    if m == "precopy" and r.get("ran_postcopy"):
+        return "precopy>postcopy"
+    if m == "hybrid" and r.get("status") == "completed" and r.get("ran_postcopy") is False:
+        return "hybrid (no switch)"
+    return m
+
+
 def cell_stats(runs):
     """One workload x strategy cell: success ratio and, over its completed runs, mean +- CI of TMT and DT and the
     means of the other figures."""
     ok = [r for r in runs if r.get("status") == "completed"]
     methods = {}
     for r in runs:
-        methods[r.get("method")] = methods.get(r.get("method"), 0) + 1
+        label = ran_label(r)
+        methods[label] = methods.get(label, 0) + 1
     tmt = mean_ci([r.get("total_time_ms") for r in ok])
     dt = mean_ci([r.get("downtime_ms") for r in ok])
     return {
@@ -671,7 +684,7 @@ def run_path(out_dir, case, strategy, repeat):
 def progress_line(i, total, r):
     return ("[%d/%d] %-11s %-8s rep %d -> %-8s %-9s TMT %s ms DT %s ms gvDT %s ms %s MiB passes %s req %s "
             "slowdown %s %% pred %s ms%s (%.0f s)" % (
-                i, total, r["case"], r["strategy"], r["repeat"], r["method"], r["status"], fmt(r["total_time_ms"]),
+                i, total, r["case"], r["strategy"], r["repeat"], ran_label(r), r["status"], fmt(r["total_time_ms"]),
                 fmt(r["downtime_ms"]), fmt(r["guest_visible_downtime_ms"]),
                 fmt((r["transferred_bytes"] or 0) / 1048576.0), fmt(r["passes"]), fmt(r["postcopy_requests"]),
                 fmt(r["slowdown_pct"]), fmt(r["predicted_total_time_ms"]),

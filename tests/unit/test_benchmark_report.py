@@ -155,6 +155,18 @@ def test_report_rows():
     assert "![tmt](tmt.png)" in text
 
 
+def test_report_says_what_ran():
+    # The peer's pre-copy forced into post-copy at its timeout, and a hybrid that converged before its switch,
+    # are reported as what they were, not as the method asked for.
+    runs = [rec("h", "peer", 0, 16000, method="precopy", ran_postcopy=True),
+            rec("h", "peer", 1, 4000, method="precopy", ran_postcopy=False),
+            rec("h", "hybrid", 0, 1000, ran_postcopy=False), rec("h", "hybrid", 1, 5000, ran_postcopy=True),
+            rec("h", "hybrid", 2, None, status="timeout", ran_postcopy=False)]
+    text = bm.report_md(runs)
+    assert "| h | peer | precopy 1, precopy>postcopy 1 | 2/2 |" in text
+    assert "| h | hybrid | hybrid 2, hybrid (no switch) 1 | 2/3 |" in text
+
+
 def test_report_names_a_failed_baseline():
     runs = [rec("h", "precopy", 0, None, status="timeout"), rec("h", "postcopy", 0, 3000),
             rec("h", "hybrid", 0, 6000), rec("h", "walm", 0, 3200, method="postcopy")]
