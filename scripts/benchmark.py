@@ -2,7 +2,8 @@
 """Benchmark WALM against fixed methods and policies on the lab: workloads x strategies x repeats, with TMT,
 downtime, guest slowdown, predicted against measured, mean +- 95 % CI per cell and plots (issue 7).
 
-Run from the repository root as root after scripts/install.sh (it sets the lab up itself unless --no-setup):
+Run as root after scripts/install.sh, or through scripts/benchmark.sh, which installs first (it sets the lab up
+itself unless --no-setup):
 
     .venv/bin/python scripts/benchmark.py                      # quick run: every workload x strategy, 1 repeat
     .venv/bin/python scripts/benchmark.py --repeats 10         # the full study
