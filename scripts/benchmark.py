@@ -361,7 +361,7 @@ def report_md(records, plots=()):
         if c["pred_tmt"] is not None and c["tmt"]:
             err = 100.0 * (c["pred_tmt"] - c["tmt"]) / c["tmt"]
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            case, _methods_cell(c), fmt(c["pred_tmt"]), fmt(c["tmt"]), "-" if err is None else "%+.0f %%" % (round(err) or 0),
+            case, _methods_cell(c), fmt(c["pred_tmt"]), fmt(c["tmt"]), "-" if err is None else "%+d %%" % round(err),
             fmt(c["pred_dt"]), fmt(c["dt"]), fmt(c["overhead"], 1)))
     if plots:
         lines += ["", "## Plots", ""] + ["![%s](%s)" % (os.path.splitext(p)[0], p) for p in plots]

@@ -312,10 +312,10 @@ def table(records):
                 fmt(m and m["dt"]), fmt(p["dt"]), fmt(m and m["gvdt"]), fmt(m and m["requests"]), progress,
                 fmt(m and m["lost"]),
                 fmt(m and m["exposure"])))
-    lines += ["", "Best measured: within the 10 %% TMT band (`urgent`) or 3 x the fastest (`balanced`), among the methods "
-              "whose mean downtime kept the %d ms limit (+10 %%), the least guest slowdown + post-copy exposure "
-              "(issue 4's wording) and the least disruption = downtime + slowdown + exposure (walm_decide's own "
-              "measure). ok = the chosen method is that one, the same migration (pre-copy and a hybrid that never "
+    lines += ["", "Best measured: within the 10 %% TMT band (`urgent`) or 3 x the fastest (`balanced`), among the "
+              "methods whose mean downtime kept the %d ms limit (+10 %%), the least guest slowdown + post-copy "
+              "exposure (issue 4's wording) and the least disruption = downtime + slowdown + exposure (walm_decide's "
+              "own measure). ok = the chosen method is that one, the same migration (pre-copy and a hybrid that never "
               "switched in any run), or within 10 %% of its TMT (`urgent`) and 10 %% (or 50 ms) of its cost."
               % DOWNTIME_LIMIT_MS, "",
               "| case | objective | chosen (votes over the runs' probes) | best: slowdown + exposure | "

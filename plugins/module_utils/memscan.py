@@ -12,10 +12,10 @@ init_on_alloc). QEMU's own zero-page check (buffer_is_zero) skips the same pages
 The RAM blocks and their host addresses come from QEMU (HMP `info ramblock`, through QMP's
 human-monitor-command). Recent QEMUs print each block's host address (HVA column, e.g. 10.0); for older ones
 without it, the block is the one read-write mapping of exactly its size in /proc/PID/maps, and a block
-without exactly one such mapping is not sampled (the estimate is then refused, never guessed). For each read-write block of at least
-MIN_BLOCK_MIB, `samples` pages are drawn at random positions spread evenly over the guest's RAM (stratified: one
-per stratum); each is looked up in /proc/PID/pagemap and, when backed, read from /proc/PID/mem. Reading as root
-faults nothing in: pagemap says which pages are backed, and only those are read.
+without exactly one such mapping is not sampled (the estimate is then refused, never guessed). For each read-write
+block of at least MIN_BLOCK_MIB, `samples` pages are drawn at random positions spread evenly over the guest's
+RAM (stratified: one per stratum); each is looked up in /proc/PID/pagemap and, when backed, read from
+/proc/PID/mem. Reading as root faults nothing in: pagemap says which pages are backed, and only those are read.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -432,7 +432,8 @@ def test_module_end_to_end_fails_clearly():
 # Each row: the median probe of 9 runs (walm_probe on a 512 MiB, 1-vCPU TCG guest: non-zero memory, dirty rate,
 # CPU, tap traffic), the mean measured TMT of each method over 3 runs (QEMU 10.0.2, the lab's 114 MiB/s link,
 # downtime limit 300 ms; None = did not complete in 30 s), and the methods that were best by each objective
-# there (a hybrid that never switched to post-copy is the same migration as pre-copy). The shipped constants must predict every completed TMT within 30 % and choose one of those methods.
+# there (a hybrid that never switched to post-copy is the same migration as pre-copy). The shipped constants must
+# predict every completed TMT within 30 % and choose one of those methods.
 LAB_CALIBRATION = [
     # case, nonzero MiB, dirty MiB/s, cpu %, net MiB/s, measured TMT (pre, post, hybrid) ms, ok urgent, ok balanced
     ("idle", 110.4, 0.5, 2, 0.0, (1005, 995, 1002), {"precopy", "hybrid"}, {"precopy", "hybrid"}),
