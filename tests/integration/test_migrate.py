@@ -218,6 +218,7 @@ def test_postcopy_link_cut_recovers(vm):
 
     worker = threading.Thread(target=run)
     worker.start()
+    stuck = None
     try:
         wait_until(lambda: os.path.exists(os.path.join(state_dir("walm-dst"), vm + ".qmp"))
                    and _dst_migration_status(vm) == "postcopy-active", 90, "post-copy on the destination")
@@ -229,13 +230,19 @@ def test_postcopy_link_cut_recovers(vm):
         port = json.load(open(os.path.join(state_dir("walm-dst"), vm + ".json")))["incoming_uri"].rsplit(":", 1)[1]
         _ns("walm-src", "ss", "-K", "dst", "10.77.0.2", "dport", "=", ":" + port)
         _ns("walm-dst", "ss", "-K", "src", "10.77.0.2", "sport", "=", ":" + port)
-        wait_until(lambda: _dst_migration_status(vm) == "postcopy-paused", 30, "the destination to pause")
+        try:
+            wait_until(lambda: _dst_migration_status(vm) == "postcopy-paused", 30, "the destination to pause")
+        except AssertionError as e:
+            # Say what the destination QEMU was doing (a thread stuck in handle_userfault holding the main loop
+            # would explain a monitor that never answers); the playbook's output follows once it has ended.
+            stuck = "%s; destination QEMU threads (name:wchan): %s" % (e, _thread_states(pid_running("walm-dst", vm)))
         time.sleep(4)
     finally:
         _ns("walm-src", "ip", "link", "set", "link0", "up")
         _ns("walm-dst", "ip", "link", "set", "link0", "up")
         worker.join(600)
     proc, result = outcome["proc"], outcome["result"]
+    assert not stuck, "%s\nplaybook (exit %d):\n%s" % (stuck, proc.returncode, proc.stdout[-4000:])
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert result["status"] == "completed" and result.get("resume") is True, result
     assert "Post-copy recovery 1" in proc.stdout
@@ -246,6 +253,18 @@ def test_postcopy_link_cut_recovers(vm):
                "verify passes on the destination after recovery")
     assert all(r.get("errors", 0) == 0 for r in parse_console(src_log, "verify") + parse_console(dst_log, "verify"))
     assert "ERROR" not in console_text(dst_log) and kernel_trouble(dst_log) == []
+
+
+def _thread_states(pid):
+    """name:wchan of every thread of a process (what each is blocked in), for a failure message."""
+    states = []
+    for tid in sorted(os.listdir("/proc/%d/task" % pid)) if pid else []:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as c, open("/proc/%d/task/%s/wchan" % (pid, tid)) as w:
+                states.append("%s:%s" % (c.read().strip(), w.read().strip() or "-"))
+        except (IOError, OSError):
+            pass
+    return ", ".join(states) or "no process"
 
 
 def _dst_migration_status(vm):
