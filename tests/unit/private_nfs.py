@@ -114,20 +114,26 @@ class PrivateNfs(object):
     def stop(self, timeout_s=15):
         """Stop the server by its PIDs (SIGTERM, then SIGKILL) and remove its files."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # unshare passes SIGTERM on to ganesha (--kill-child)
+            # To ganesha itself: unshare --fork blocks SIGTERM while it waits for its child, so a SIGTERM sent to
+            # unshare reaches nobody and stop() used to wait out the whole timeout (15 s per test module).
+            _signal(self.init_pid or self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 if self.init_pid:
-                    try:
-                        os.kill(self.init_pid, signal.SIGKILL)  # PID 1 of the namespace: takes rpcbind along
-                    except ProcessLookupError:
-                        pass
+                    _signal(self.init_pid, signal.SIGKILL)  # PID 1 of the namespace: takes rpcbind along
                 self.proc.kill()
                 self.proc.wait(5)
         if self._out:
             self._out.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _child_of(pid):
