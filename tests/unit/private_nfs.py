@@ -113,17 +113,17 @@ class PrivateNfs(object):
 
     def stop(self, timeout_s=15):
         """Stop the server by its PIDs (SIGTERM, then SIGKILL) and remove its files."""
-        if self.proc and self.proc.poll() is None:
+        if self.proc and self.proc.poll() is None and self.init_pid:
             # To ganesha itself: unshare --fork blocks SIGTERM while it waits for its child, so a SIGTERM sent to
-            # unshare reaches nobody and stop() used to wait out the whole timeout (15 s per test module).
-            _signal(self.init_pid or self.proc.pid, signal.SIGTERM)
+            # unshare reaches nobody (stop() used to wait out the whole timeout, 15 s per test module).
+            _signal(self.init_pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                if self.init_pid:
-                    _signal(self.init_pid, signal.SIGKILL)  # PID 1 of the namespace: takes rpcbind along
-                self.proc.kill()
-                self.proc.wait(5)
+                _signal(self.init_pid, signal.SIGKILL)  # PID 1 of the namespace: takes rpcbind along
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()  # unshare dies, and --kill-child=SIGTERM ends ganesha if it was never found
+            self.proc.wait(5)
         if self._out:
             self._out.close()
         shutil.rmtree(self.dir, ignore_errors=True)
