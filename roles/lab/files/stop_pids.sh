@@ -3,8 +3,10 @@
 # Sends SIGTERM to every live PID, waits up to TIMEOUT seconds for all of them to exit, sends SIGKILL to the
 # survivors and waits 5 s more. Prints "stopped PID" or "killed PID" per process; exits 1 if one still lives.
 timeout=${1%%.*}; shift
-alive() { # a zombie has exited: only its parent's wait() is missing
-    [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+alive() { # a zombie has exited: only its parent's wait() is missing. One read of the state: a test of the file
+    # followed by a grep of it lets a process reaped in between count as alive (grep fails, `!` makes it true).
+    state=$(sed -n 's/^State:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
+    case $state in '' | Z*) return 1 ;; esac
 }
 pids=
 for p in "$@"; do
