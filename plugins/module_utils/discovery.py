@@ -120,7 +120,7 @@ def qemu_facts(argv):
     relative), ``{"fd": N}`` (a socket QEMU inherited), or ``{"unsupported": spec}`` (TCP, stdio, ...).
     """
     opts = parse_argv(argv)
-    facts = {"name": None, "qmp": [], "taps": [], "memory_mib": None, "vcpus": None, "machine": None,
+    facts = {"name": None, "qmp": [], "taps": [], "macs": [], "memory_mib": None, "vcpus": None, "machine": None,
              "accel": None, "dirty_ring_size": 0}
     chardevs = {}
     control_mons = []
@@ -149,6 +149,9 @@ def qemu_facts(argv):
             n = split_qemu_opts(val, implied="type")
             if n.get("type") in ("tap", "bridge") and n.get("ifname") and n["ifname"] not in facts["taps"]:
                 facts["taps"].append(n["ifname"])
+            _add_mac(facts["macs"], n.get("mac") if opt == "-nic" else n.get("macaddr") if opt == "-net" else None)
+        elif opt == "-device":
+            _add_mac(facts["macs"], split_qemu_opts(val, implied="driver").get("mac"))
         elif opt == "-m":
             facts["memory_mib"] = _size_mib(split_qemu_opts(val, implied="size").get("size"))
         elif opt == "-smp":
@@ -178,6 +181,11 @@ def qemu_facts(argv):
         else:
             facts["qmp"].append(_endpoint(c))
     return facts
+
+
+def _add_mac(macs, mac):
+    if mac and mac.lower() not in macs:
+        macs.append(mac.lower())
 
 
 def _endpoint(chardev):
@@ -261,6 +269,47 @@ def tun_interfaces(pid, proc="/proc"):
         except (IOError, OSError):
             continue
     return sorted(names)
+
+
+def nic_conflicts(nics, proc="/proc"):
+    """What already uses the taps or MACs of `nics` in this network namespace (a host's, or a lab host's), as
+    sentences; empty when nothing does.
+
+    A tap without multi-queue is opened by one process only: QEMU would fail to start on it. Two NICs with one MAC
+    on a network confuse every switch and bridge on it. Taps are found by the /dev/net/tun descriptors of every
+    process, MACs on the command lines of the QEMUs.
+    """
+    mine = netns_id("self", proc)
+    taps = dict((n["tap"], []) for n in nics)
+    macs = dict((n["mac"].lower(), []) for n in nics if n.get("mac"))
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        theirs = netns_id(pid, proc)
+        if theirs is None or (mine is not None and theirs != mine):
+            continue
+        argv = None
+        for tap in tun_interfaces(pid, proc):
+            if tap in taps:
+                argv = argv or read_cmdline(pid, proc) or []
+                taps[tap].append(_describe(pid, argv))
+        if macs:
+            argv = argv or read_cmdline(pid, proc)
+            if argv and is_qemu_argv(argv):
+                for mac in qemu_facts(argv)["macs"]:
+                    if mac in macs:
+                        macs[mac].append(_describe(pid, argv))
+    out = ["tap %s is held open by %s" % (tap, ", ".join(users)) for tap, users in sorted(taps.items()) if users]
+    out += ["MAC %s is used by %s" % (mac, ", ".join(users)) for mac, users in sorted(macs.items()) if users]
+    return out
+
+
+def _describe(pid, argv):
+    name = qemu_facts(argv)["name"] if is_qemu_argv(argv) else None
+    if name:
+        return "VM '%s' (QEMU pid %d)" % (name, pid)
+    return "pid %d (%s)" % (pid, os.path.basename(argv[0]) if argv else "gone")
 
 
 def netns_id(pid="self", proc="/proc"):

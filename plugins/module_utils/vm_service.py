@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from . import eventlog, vmhost
+from . import discovery, eventlog, vmhost
 from .errors import WalmError
 from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
@@ -79,6 +79,11 @@ class VMService(object):
                             "(e.g. pc-q35-7.2), got the alias %r; pass the definition recorded by the source"
                             % (self.name, d["machine"]))
         d["machine"] = concrete
+        conflicts = discovery.nic_conflicts(d["nics"])
+        if conflicts:
+            raise WalmError("VM '%s' cannot start here: %s. Give each VM on a host its own tap and MAC "
+                            "(definition.nics[].tap and .mac), or stop what uses them first"
+                            % (self.name, "; ".join(conflicts)))
         for path_key in ("kernel", "initrd"):
             if d[path_key]:
                 if not os.path.isfile(d[path_key]):

@@ -112,7 +112,11 @@ options:
             type: bool
             default: false
       nics:
-        description: Virtio NICs on tap devices; the same tap name must exist (or be creatable) on both hosts.
+        description:
+          - Virtio NICs on tap devices; the same tap name must exist (or be creatable) on both hosts.
+          - Before anything is created or started, on the source as on a destination, the module fails if a NIC's
+            tap is held open by another process on this host (a tap takes one QEMU) or its MAC is on another QEMU's
+            command line here, naming that VM.
         type: list
         elements: dict
         default: []

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
-from walmlab import INVENTORY, LAB_DIR, ROOT, VENV_BIN, pid_running, run, start_vm, state_dir
+from walmlab import INVENTORY, LAB_DIR, ROOT, VENV_BIN, pid_running, playbook, run, start_vm, state_dir, stop_vm
 
 pytestmark = pytest.mark.lab
 
@@ -252,3 +252,27 @@ def test_incoming_destination_refuses_a_vm_not_running_on_the_source(lab):
     rc, out, _ = destination("it-id-no-such-vm")
     assert rc != 0 and "VM 'it-id-no-such-vm' is not known on this host" in out
     assert not pid_running("walm-dst", "it-id-no-such-vm")
+
+
+# -- walm_vm through lab_vm: a second VM on a host ----------------------------------------------------------------
+
+def test_a_second_vm_on_a_taken_tap_and_mac_is_refused_before_anything_is_made(vm):
+    start_vm(vm, "idle")  # lab_vm's defaults: tap0, 52:54:00:77:00:64
+    other = vm[:20] + "-b"
+    try:
+        proc = playbook("vm_start.yml", {"walm_host": "walm-src", "lab_vm_name": other, "lab_vm_workload": "idle"},
+                        check=False)
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        assert "tap tap0 is held open by VM '%s' (QEMU pid %d)" % (vm, pid_running("walm-src", vm)) in proc.stdout
+        assert "MAC 52:54:00:77:00:64 is used by VM '%s'" % vm in proc.stdout
+        assert "definition.nics[].tap and .mac" in proc.stdout
+        assert not os.path.exists(os.path.join(EXPORT_DIR, other + ".qcow2")), "its disk was made"
+        assert not pid_running("walm-src", other) and pid_running("walm-src", vm)
+        # With a tap and MAC of its own, the same VM starts beside the first.
+        start_vm(other, "idle", tap="tap1", mac="52:54:00:77:00:65", ip="10.77.0.101/24")
+        assert pid_running("walm-src", other) and pid_running("walm-src", vm)
+    finally:
+        stop_vm(other)
+        disk = os.path.join(EXPORT_DIR, other + ".qcow2")
+        if os.path.exists(disk):
+            os.unlink(disk)

@@ -82,6 +82,7 @@ def test_facts_of_a_walm_command_line():
     assert f["name"] == "vm1"
     assert f["qmp"] == [{"path": "/run/walm/vm1.qmp"}]
     assert f["taps"] == ["tap-vm1"]
+    assert f["macs"] == ["52:54:00:00:00:01"]
     assert (f["memory_mib"], f["vcpus"], f["machine"], f["accel"]) == (1024, 2, "pc-q35-10.0", "tcg")
 
 
@@ -105,12 +106,15 @@ def test_facts_monitor_variants():
     f = discovery.qemu_facts(["qemu-system-x86_64", "--qmp-pretty", "unix:rel.sock,server,nowait",
                               "-qmp", "tcp:127.0.0.1:4444,server=on", "-chardev", "socket,id=c1,path=/x.sock",
                               "-qmp", "chardev:c1", "-name", "plain", "-M", "pc,accel=kvm:tcg", "-m", "1G",
-                              "-nic", "tap,ifname=t0,model=virtio", "-net", "tap,ifname=t1"])
+                              "-nic", "tap,ifname=t0,model=virtio,mac=52:54:00:AA:00:01", "-net", "tap,ifname=t1",
+                              "-net", "nic,macaddr=52:54:00:aa:00:02",
+                              "-device", "e1000,netdev=n2,mac=52:54:00:aa:00:01"])
     assert f["qmp"][0] == {"path": "rel.sock"}
     assert "unsupported" in f["qmp"][1]
     assert f["qmp"][2] == {"path": "/x.sock"}
     assert (f["name"], f["machine"], f["accel"], f["memory_mib"], f["taps"]) == ("plain", "pc", "kvm", 1024,
                                                                                 ["t0", "t1"])
+    assert f["macs"] == ["52:54:00:aa:00:01", "52:54:00:aa:00:02"]  # lower case, each once
 
 
 def test_info_invocations_are_not_vms():
@@ -332,6 +336,38 @@ def test_discovery_tells_apart_two_qemus_of_one_name(tmp_path):
     assert [t.name for t in discovery.discover(str(tmp_path), proc=str(proc))] == ["twin@10", "twin@11"]
     with pytest.raises(WalmError, match="2 QEMU processes carry this name.*qmp_socket"):
         discovery.find_by_name("twin", str(tmp_path), proc=str(proc))
+
+
+def hold_tap(root, pid, fd, tap):
+    """A /dev/net/tun descriptor of a fake process, attached to `tap` (what the kernel shows in fdinfo)."""
+    os.symlink("/dev/net/tun", str(root / str(pid) / "fd" / str(fd)))
+    (root / str(pid) / "fdinfo").mkdir(exist_ok=True)
+    (root / str(pid) / "fdinfo" / str(fd)).write_text("pos:\t0\nflags:\t0100002\nmnt_id:\t25\niff:\t%s\n" % tap)
+
+
+def test_nic_conflicts_name_who_holds_a_tap_or_uses_a_mac_in_this_namespace(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    fake_process(proc, "self", ["python3"])
+    fake_process(proc, 100, ["qemu-system-x86_64", "-name", "guest=vm1,debug-threads=on",
+                             "-netdev", "tap,id=n0,ifname=tap0",
+                             "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:64"])
+    hold_tap(proc, 100, 17, "tap0")
+    fake_process(proc, 200, ["some-vpn-daemon"])
+    hold_tap(proc, 200, 5, "tap9")
+    # The same tap name and MAC in another namespace (the other lab host, say) are no conflict.
+    fake_process(proc, 300, ["qemu-system-x86_64", "-name", "vm2", "-device", "virtio-net-pci,mac=52:54:00:77:00:65"],
+                 netns="net:[4026532999]")
+    hold_tap(proc, 300, 17, "tap1")
+    nic = lambda tap, mac: {"tap": tap, "mac": mac, "bridge": None}  # noqa: E731
+    assert discovery.nic_conflicts([nic("tap1", "52:54:00:77:00:65")], proc=str(proc)) == []
+    assert discovery.nic_conflicts([nic("tap0", "52:54:00:77:00:99"), nic("tap9", "52:54:00:77:00:64")],
+                                   proc=str(proc)) == [
+        "tap tap0 is held open by VM 'vm1' (QEMU pid 100)", "tap tap9 is held open by pid 200 (some-vpn-daemon)",
+        "MAC 52:54:00:77:00:64 is used by VM 'vm1' (QEMU pid 100)"]
+    # MACs compare without regard to case.
+    assert discovery.nic_conflicts([nic("tap5", "52:54:00:77:00:64".upper())], proc=str(proc)) == [
+        "MAC 52:54:00:77:00:64 is used by VM 'vm1' (QEMU pid 100)"]
 
 
 def test_parse_net_unix():
