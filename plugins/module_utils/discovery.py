@@ -149,7 +149,7 @@ def qemu_facts(argv):
             n = split_qemu_opts(val, implied="type")
             if n.get("type") in ("tap", "bridge") and n.get("ifname") and n["ifname"] not in facts["taps"]:
                 facts["taps"].append(n["ifname"])
-            _add_mac(facts["macs"], n.get("mac") if opt == "-nic" else n.get("macaddr") if opt == "-net" else None)
+            _add_mac(facts["macs"], n.get("mac") or n.get("macaddr"))  # -nic ...,mac= / -net nic,macaddr=
         elif opt == "-device":
             _add_mac(facts["macs"], split_qemu_opts(val, implied="driver").get("mac"))
         elif opt == "-m":
@@ -281,35 +281,32 @@ def nic_conflicts(nics, proc="/proc"):
     """
     mine = netns_id("self", proc)
     taps = dict((n["tap"], []) for n in nics)
-    macs = dict((n["mac"].lower(), []) for n in nics if n.get("mac"))
+    macs = dict((n["mac"].lower(), []) for n in nics)
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
         pid = int(entry)
-        theirs = netns_id(pid, proc)
-        if theirs is None or (mine is not None and theirs != mine):
+        if _elsewhere(pid, mine, proc):
             continue
-        argv = None
+        argv = read_cmdline(pid, proc) or []
+        facts = qemu_facts(argv) if is_qemu_argv(argv) else {"name": None, "macs": []}
+        who = ("VM '%s' (QEMU pid %d)" % (facts["name"], pid) if facts["name"]
+               else "pid %d (%s)" % (pid, os.path.basename(argv[0]) if argv else "gone"))
         for tap in tun_interfaces(pid, proc):
             if tap in taps:
-                argv = argv or read_cmdline(pid, proc) or []
-                taps[tap].append(_describe(pid, argv))
-        if macs:
-            argv = argv or read_cmdline(pid, proc)
-            if argv and is_qemu_argv(argv):
-                for mac in qemu_facts(argv)["macs"]:
-                    if mac in macs:
-                        macs[mac].append(_describe(pid, argv))
+                taps[tap].append(who)
+        for mac in facts["macs"]:
+            if mac in macs:
+                macs[mac].append(who)
     out = ["tap %s is held open by %s" % (tap, ", ".join(users)) for tap, users in sorted(taps.items()) if users]
     out += ["MAC %s is used by %s" % (mac, ", ".join(users)) for mac, users in sorted(macs.items()) if users]
     return out
 
 
-def _describe(pid, argv):
-    name = qemu_facts(argv)["name"] if is_qemu_argv(argv) else None
-    if name:
-        return "VM '%s' (QEMU pid %d)" % (name, pid)
-    return "pid %d (%s)" % (pid, os.path.basename(argv[0]) if argv else "gone")
+def _elsewhere(pid, mine, proc="/proc"):
+    """True if the process is known to live in another network namespace than `mine` (this one's)."""
+    theirs = netns_id(pid, proc)
+    return mine is not None and theirs is not None and theirs != mine
 
 
 def netns_id(pid="self", proc="/proc"):
@@ -418,10 +415,8 @@ def discover(state_dir, all_netns=False, proc="/proc"):
     mine = netns_id("self", proc)
     targets = []
     for pid, argv in qemu_processes(proc):
-        if not all_netns and mine is not None:
-            theirs = netns_id(pid, proc)
-            if theirs is not None and theirs != mine:
-                continue
+        if not all_netns and _elsewhere(pid, mine, proc):
+            continue
         targets.append(_target_for_process(pid, argv, state_dir, proc))
     names = {}
     for t in targets:

@@ -5,6 +5,7 @@ teardown that fails on a process that is already gone (a zombie, or one reaped w
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,3 +94,21 @@ def test_gone_pids_and_garbage_are_skipped_and_the_rest_still_stopped():
         proc.kill()
         proc.wait()
 
+
+
+def test_alive_mode_lists_live_pids_and_signals_nothing():
+    live = subprocess.Popen(["sleep", "600"])
+    zombie = subprocess.Popen(["true"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        wait_for_state(zombie.pid, "Z")
+        run = subprocess.run(["sh", STOP_PIDS, "--alive", str(live.pid), str(zombie.pid), str(gone.pid), "x1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        assert (run.returncode, run.stderr) == (0, "")
+        assert re.fullmatch(r"process %d left \([RSD] \(\w+\)\)\n" % live.pid, run.stdout), run.stdout
+        assert live.poll() is None  # not signalled
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()

@@ -2,12 +2,22 @@
 # Usage: stop_pids.sh TIMEOUT [PID...]
 # Sends SIGTERM to every live PID, waits up to TIMEOUT seconds for all of them to exit, sends SIGKILL to the
 # survivors and waits 5 s more. Prints "stopped PID" or "killed PID" per process; exits 1 if one still lives.
-timeout=${1%%.*}; shift
+# Usage: stop_pids.sh --alive [PID...]
+# Signals nothing: prints "process PID left (STATE)" for each PID still alive.
 alive() { # a zombie has exited: only its parent's wait() is missing. One read of the state: a test of the file
     # followed by a grep of it lets a process reaped in between count as alive (grep fails, `!` makes it true).
     state=$(sed -n 's/^State:[[:space:]]*//p' "/proc/$1/status" 2>/dev/null)
     case $state in '' | Z*) return 1 ;; esac
 }
+if [ "$1" = --alive ]; then
+    shift
+    for p in "$@"; do
+        case $p in '' | *[!0-9]*) continue ;; esac
+        alive "$p" && echo "process $p left ($state)"
+    done
+    exit 0
+fi
+timeout=${1%%.*}; shift
 pids=
 for p in "$@"; do
     case $p in '' | *[!0-9]*) continue ;; esac
