@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 import time
 
-from . import vmhost
+from . import vmhost, vmlock
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
 from .vmdef import HostPaths
@@ -398,7 +398,10 @@ def migrate_vm(params, check_mode=False):
                           capabilities=params.get("capabilities"), resume=params.get("resume", False),
                           # In check mode the destination was only validated, so there is no URI to check yet.
                           check_mode_without_destination=check_mode)
-    result = migration.run(check_mode=check_mode)
+    # Held until the migration ends: a second run's migrate, stop or rollback of this VM waits or is refused.
+    with vmlock.hold(params["state_dir"], params["name"], "walm_migrate%s" % (" resume" if params.get("resume")
+                                                                            else ""), wait_s=0):
+        result = migration.run(check_mode=check_mode)
     # The QEMU that runs the VM, which the binary on disk may no longer be after an upgrade.
     result["qemu_version"] = record.get("qemu_version") or vmhost.qemu_version()[1]
     return result

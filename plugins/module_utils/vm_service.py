@@ -19,6 +19,10 @@ from .qmp import QMP, QMPFailure
 from .vmdef import HostPaths, fingerprint, normalize
 
 
+# A QEMU whose monitor does not answer within this is reported "unreachable", not waited for.
+INFO_QMP_TIMEOUT_S = 5
+
+
 class VMService(object):
     def __init__(self, name, state_dir, check_mode=False, qemu_binary=vmhost.QEMU_BINARY):
         self.name = name
@@ -41,13 +45,16 @@ class VMService(object):
         """The VM as this host sees it: pid, QMP status, record."""
         pid = vmhost.running_pid(self.paths)
         record = vmhost.read_record(self.paths)
-        status = None
+        status = migration_status = None
         if pid:
             try:
-                status = vmhost.qmp_status(self.name, self.paths)
+                with QMP(self.name, self.paths.qmp_socket, INFO_QMP_TIMEOUT_S) as qmp:
+                    status = qmp.execute("query-status")["status"]
+                    migration_status = qmp.execute("query-migrate").get("status")
             except QMPFailure as exc:
                 status = "unreachable: %s" % exc
-        out = {"name": self.name, "pid": pid, "running": bool(pid), "status": status}
+        out = {"name": self.name, "pid": pid, "running": bool(pid), "status": status,
+               "migration_status": migration_status}
         out.update(self.paths.as_dict())
         if record:
             out.update({"definition": record.get("definition"), "role": record.get("role"),
@@ -271,11 +278,13 @@ def _unlink(path):
         os.unlink(path)
 
 
-def list_vm_info(state_dir, name=None):
-    """walm_vm_info: every recorded VM on this host, or just `name` (which must exist)."""
+def list_vm_info(state_dir, name=None, missing_ok=False):
+    """walm_vm_info: every recorded VM on this host, or just `name` (which must exist unless missing_ok)."""
     names = vmhost.list_vms(state_dir)
     if name is not None:
         if name not in names and not vmhost.running_pid(HostPaths(state_dir, name)):
+            if missing_ok:
+                return []
             raise WalmError("VM '%s' is not known on this host: no record in %s and no running QEMU for it "
                             "(known here: %s)" % (name, state_dir, ", ".join(names) or "none"))
         names = [name]

@@ -178,6 +178,12 @@ options:
         destination copy is gone, because two running copies corrupt the shared disk.
     type: bool
     default: false
+  lock_wait_s:
+    description:
+      - How long to wait for another WALM step that changes this VM on this host (a migration holds the VM's lock
+        in O(state_dir) until it ends) before failing with the holder's name.
+    type: float
+    default: 30
   qemu_binary:
     description: QEMU system emulator to run.
     type: str
@@ -254,8 +260,11 @@ vm:
     name: {description: VM name, type: str, returned: always}
     pid: {description: QEMU process id, or null if not running, type: int, returned: always}
     running: {description: Whether a QEMU process for the VM runs here, type: bool, returned: always}
-    status: {description: "QMP run state (running, paused, inmigrate, postmigrate, ...)", type: str,
-             returned: always}
+    status: {description: "QMP run state (running, paused, inmigrate, postmigrate, ...); V(unreachable: ...) when
+             the monitor does not answer within 5 s", type: str, returned: always}
+    migration_status: {description: "Status of this QEMU's migration (query-migrate): null when none, else e.g.
+                       V(setup), V(active), V(completed), V(failed), V(postcopy-active), V(postcopy-paused)",
+                       type: str, returned: always}
     qmp_socket: {description: Path of the QMP socket, type: str, returned: always}
     console_log: {description: Path of the serial console log, type: str, returned: always}
     definition: {description: The recorded definition (machine type resolved), type: dict, returned: when recorded}
@@ -297,6 +306,7 @@ def main():
             source_qemu_version=dict(type="list", elements="int"),
             wait_running_s=dict(type="float", default=0),
             force_resume=dict(type="bool", default=False),
+            lock_wait_s=dict(type="float", default=30),
             qemu_binary=dict(type="str", default="qemu-system-x86_64"),
         ),
         required_if=[("state", "incoming", ("definition", "listen_address")),
@@ -306,23 +316,30 @@ def main():
     if not HAS_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
 
+    from ansible_collections.walm.qemu.plugins.module_utils import vmlock
     from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService
 
     p = module.params
-    service = VMService(p["name"], p["state_dir"], check_mode=module.check_mode, qemu_binary=p["qemu_binary"])
+    service = None
     try:
-        if p["state"] == "started":
-            result = service.started(p["definition"], p["wait_running_s"], p["force_resume"])
-        elif p["state"] == "incoming":
-            result = service.incoming(p["definition"], p["listen_address"], p["listen_port"],
-                                      p["migration_method"], p["on_timeout"], p["source_qemu_version"])
-        elif p["state"] == "recover":
-            result = service.recover(p["listen_address"], p["listen_port"])
-        else:
-            result = service.stopped()
+        service = VMService(p["name"], p["state_dir"], check_mode=module.check_mode, qemu_binary=p["qemu_binary"])
+        # One change to a VM at a time on this host (vmlock): a migration holds the same lock until it ends.
+        with vmlock.hold(p["state_dir"], p["name"], "walm_vm state=%s" % p["state"], wait_s=p["lock_wait_s"]):
+            result = _apply(service, p)
     except WalmError as exc:
-        module.fail_json(msg=str(exc), actions=service.actions, **exc.details)
+        module.fail_json(msg=str(exc), actions=service.actions if service else [], **exc.details)
     module.exit_json(**result)
+
+
+def _apply(service, p):
+    if p["state"] == "started":
+        return service.started(p["definition"], p["wait_running_s"], p["force_resume"])
+    if p["state"] == "incoming":
+        return service.incoming(p["definition"], p["listen_address"], p["listen_port"],
+                                p["migration_method"], p["on_timeout"], p["source_qemu_version"])
+    if p["state"] == "recover":
+        return service.recover(p["listen_address"], p["listen_port"])
+    return service.stopped()
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ requirements:
   - qemu.qmp (Python library) on the host
 options:
   name:
-    description: Report only this VM. Fails if it has no record and does not run on this host.
+    description: Report only this VM. Fails if it has no record and does not run on this host, unless
+      O(missing_ok=true).
     type: str
+  missing_ok:
+    description:
+      - With O(name), return an empty RV(vms) instead of failing when the VM is not known on this host. Used to
+        read both hosts of a migration, where the VM is expected on one of them.
+    type: bool
+    default: false
   state_dir:
     description: Directory where M(walm.qemu.walm_vm) keeps the VMs' files on this host.
     type: path
@@ -56,6 +63,7 @@ vms:
       pid: 4242
       running: true
       status: running
+      migration_status: completed
       role: source
       qmp_socket: /run/walm/vm1.qmp
       console_log: /run/walm/vm1.console.log
@@ -73,6 +81,7 @@ def main():
         argument_spec=dict(
             name=dict(type="str"),
             state_dir=dict(type="path", default="/run/walm"),
+            missing_ok=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -82,7 +91,7 @@ def main():
     from ansible_collections.walm.qemu.plugins.module_utils.vm_service import list_vm_info
 
     try:
-        vms = list_vm_info(module.params["state_dir"], module.params["name"])
+        vms = list_vm_info(module.params["state_dir"], module.params["name"], module.params["missing_ok"])
     except WalmError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     module.exit_json(changed=False, vms=vms)
