@@ -15,7 +15,9 @@ The plan, for one source host with one migration link:
   and Proxmox do: listing order, every VM by pre-copy.
 - concurrency: 1 by default, because parallel migrations on one link only split its bandwidth and lengthen every
   pre-copy. A higher concurrency groups VMs into waves that never hold two write-heavy or post-copy migrations.
-- destination: each VM in plan order goes to the destination with the most free memory left that fits it.
+- destination: each VM in plan order goes to the destination with the most free memory left that fits it. A VM
+  that fits nowhere is listed in `unplaced` with the reason (its memory, each destination's) and the others still
+  go, as they do when one migration fails; the host is then not empty.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -210,15 +212,36 @@ def _waves(order, concurrency):
     return waves
 
 
-def _place(order, dests):
+def _no_room(c, dests, source):
+    """Why VM c has no destination, in a sentence that names its memory, each destination's and the fix."""
+    if any(d["free_mib"] >= c["memory_mib"] for d in dests):
+        why = "no destination has that much left after the VMs placed before it in the plan"
+    else:
+        why = "no destination has that much free memory"
+    hosts = []
+    for d in dests:
+        text = "%s has %d MiB free (%s)" % (d["name"], d["free_mib"], d["capacity_source"])
+        if d["vms"]:
+            text += ", %d MiB left after %s" % (d["free_mib_left"], ", ".join(d["vms"]))
+        hosts.append(text)
+    return ("it needs %d MiB and %s: %s. It stays on %s; add a destination to walm_destinations, free memory on "
+            "one, or set walm_capacity_mib on a destination whose free memory is under-reported"
+            % (c["memory_mib"], why, "; ".join(hosts), source))
+
+
+def _place(order, dests, source):
+    """Each VM in plan order to a destination that fits it: (placed in order, unplaced with their reasons)."""
+    placed, unplaced = [], []
     for c in order:
         fits = [d for d in dests if d["free_mib_left"] >= c["memory_mib"]]
         if not fits:
-            raise WalmError(
-                "VM %s needs %d MiB but no destination has that much free memory left (%s); add a destination to "
-                "walm_destinations, free memory there, or set walm_capacity_mib on a destination host whose free "
-                "memory is under-reported." % (c["name"], c["memory_mib"], ", ".join(
-                    "%s %d MiB" % (d["name"], d["free_mib_left"]) for d in dests)))
+            # Like a failed migration, one VM without room does not hold the others back.
+            unplaced.append({"name": c["name"], "memory_mib": c["memory_mib"], "class": c["class"],
+                             "reason": _no_room(c, dests, source),
+                             "destinations": [dict((k, d[k]) for k in ("name", "free_mib", "free_mib_left"))
+                                              for d in dests]})
+            continue
+        placed.append(c)
         # The most free memory left: spreads the VMs by capacity; ties go to the first listed destination.
         best = max(fits, key=lambda d: (d["free_mib_left"], -dests.index(d)))
         before = best["free_mib_left"]
@@ -231,6 +254,7 @@ def _place(order, dests):
         else:
             c["reasons"].append("Destination %s (%d MiB free before this VM, %d MiB after)."
                                 % (best["name"], before, best["free_mib_left"]))
+    return placed, unplaced
 
 
 def plan(params):
@@ -282,9 +306,8 @@ def plan(params):
                                   "has no definition to start its destination from; move or stop it by hand"
                                   % (p.get("vm") or {}).get("pid")})
 
-    order = _order(cands, policy, listing)
+    order, unplaced = _place(_order(cands, policy, listing), dests, source)
     waves = _waves(order, concurrency)
-    _place(order, dests)
     n = len(order)
     for i, c in enumerate(order):
         c["position"] = i + 1
@@ -303,7 +326,7 @@ def plan(params):
     stays = [c["name"] for c in order if c["predicted_outcome"] == "timeout-abort"]
     unknown = [c["name"] for c in order if c["predicted_total_time_ms"] is None]
     reasons = _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
-                            not_evacuable)
+                            not_evacuable, unplaced)
     return {
         "source": source,
         "policy": policy,
@@ -315,19 +338,20 @@ def plan(params):
                          for d in dests],
         "skipped": skipped,
         "not_evacuable": not_evacuable,
+        "unplaced": unplaced,
         "on_timeout": on_timeout,
         "timeout_s": timeout_s,
         "predicted_migration_time_s": round(total_ms / 1000.0, 3),
         "predicted_mean_wait_s": round(_mean_wait_ms(known) / 1000.0, 3) if len(known) == n else None,
         "predicted_stay_on_source": stays,
         "predicted_unknown": unknown,
-        "predicted_empties_host": not stays and not not_evacuable,
+        "predicted_empties_host": not stays and not not_evacuable and not unplaced,
         "reasons": reasons,
     }
 
 
 def _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
-                  not_evacuable):
+                  not_evacuable, unplaced):
     out = []
     if policy == "walm":
         out.append("Order: shortest predicted total migration time (TMT) first, each VM by the method walm_decide "
@@ -368,7 +392,10 @@ def _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, s
         out.append("Skipped %s: %s." % (s["name"], s["reason"]))
     for s in not_evacuable:
         out.append("Cannot move %s: %s. The host will not be empty while it runs." % (s["name"], s["reason"]))
-    if not order and not not_evacuable:
+    for s in unplaced:
+        out.append("No room for %s: %s. The VMs that fit still go; the host will not be empty while it runs."
+                   % (s["name"], s["reason"]))
+    if not order and not not_evacuable and not unplaced:
         out.append("No VM runs on the source: nothing to do.")
     return out
 
@@ -472,7 +499,8 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
     completed = [r["vm"] for r in rows if r["status"] == "completed"]
     failed = [r["vm"] for r in rows if r["status"] != "completed"]
     finished = [r["finished_at"] for r in rows if r["finished_at"] is not None]
-    host_empty = not failed and not p["not_evacuable"]
+    unplaced = p.get("unplaced") or []
+    host_empty = not failed and not p["not_evacuable"] and not unplaced
     measured = [r["total_time_ms"] if r["total_time_ms"] is not None else r["elapsed_ms"] for r in rows
                 if r["total_time_ms"] is not None or r["elapsed_ms"] is not None]
     time_to_empty = None
@@ -484,8 +512,8 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
     if migrations_started_at is not None and finished:
         migration_phase = round(max(finished) - migrations_started_at, 3)
     totals = {
-        "vms": len(rows), "completed": completed, "failed": failed, "not_evacuable": [
-            v["name"] for v in p["not_evacuable"]],
+        "vms": len(rows) + len(unplaced), "completed": completed, "failed": failed, "not_evacuable": [
+            v["name"] for v in p["not_evacuable"]], "unplaced": [v["name"] for v in unplaced],
         "host_empty": host_empty,
         "time_to_empty_s": time_to_empty,
         "time_until_last_finished_s": last_finished,
@@ -494,16 +522,20 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
         "predicted_migration_time_s": p["predicted_migration_time_s"],
     }
     head = "Evacuation of %s (policy %s): %d of %d VMs moved" % (p["source"], p["policy"], len(completed),
-                                                                 len(rows))
+                                                                 len(rows) + len(unplaced))
     if time_to_empty is not None:
         head += ", host empty after %.1f s" % time_to_empty
     elif last_finished is not None:
         head += ", host NOT empty (last migration ended after %.1f s)" % last_finished
+    elif not host_empty:
+        head += ", host NOT empty"
     head += "; migrations took %s (predicted %s)." % (_s(sum(measured)), _s(p["predicted_migration_time_s"] * 1000))
     lines = [head] + (_table(SUMMARY_COLUMNS, table_rows) if table_rows else [])
     for r in rows:
         if r["status"] != "completed":
             lines.append("%s: %s; the VM is on %s." % (r["vm"], r["error"] or r["status"], r["vm_is_on"]))
     for v in p["not_evacuable"]:
+        lines.append("%s: not moved, %s." % (v["name"], v["reason"]))
+    for v in unplaced:
         lines.append("%s: not moved, %s." % (v["name"], v["reason"]))
     return {"rows": rows, "totals": totals, "table": lines}

@@ -23,8 +23,9 @@ description:
     VM waits). VMs without a prediction go last, by pre-copy."
   - O(policy=naive) is the listing order with every VM by pre-copy, as Nova, KubeVirt, oVirt and Proxmox evacuate;
     it is there to measure the walm policy against.
-  - Each VM in plan order goes to the destination with the most free memory left that fits it. When none fits,
-    the module fails naming the VM and the fix.
+  - Each VM in plan order goes to the destination with the most free memory left that fits it. A VM that fits on
+    none is not placed - it is listed in RV(plan.unplaced) with a plain-sentence reason (its memory, the free
+    memory of each destination, the fix) - and the VMs that fit are still placed, so the host is not emptied.
   - O(concurrency) groups the order into waves of up to that many VMs, never two write-heavy or post-copy
     migrations in one wave. C(evacuate_host.yml) still runs the migrations one at a time (RV(plan.execution) is
     V(serial)); with one shared link that costs nothing, because parallel migrations only split its bandwidth.
@@ -202,6 +203,14 @@ plan:
     skipped: {description: "VMs not running (name, reason)", type: list, elements: dict}
     not_evacuable: {description: "VMs WALM cannot move (name, reason); the host is not empty while they run",
                     type: list, elements: dict}
+    unplaced:
+      description:
+        - "Running VMs that fit on no destination, in plan order - name, memory_mib, class, reason (a sentence
+          naming its memory, each destination's free memory and the fix), destinations (name, free_mib and
+          free_mib_left when it was its turn). They are not in RV(plan.order) and stay on the source; the
+          host is not empty while they run."
+      type: list
+      elements: dict
     predicted_migration_time_s: {description: "Sum of the predicted TMTs - about the time to empty the host on one
                                  link, without destination preparation", type: float}
     predicted_mean_wait_s: {description: "Mean predicted time until a VM is off the host in this order (null if a
@@ -229,8 +238,8 @@ summary:
       type: list
       elements: dict
     totals:
-      description: "vms, completed, failed, not_evacuable (names), host_empty, time_to_empty_s (null unless the host
-        is empty), time_until_last_finished_s (from started_at), migration_phase_s (from migrations_started_at),
+      description: "vms (planned and unplaced), completed, failed, not_evacuable and unplaced (names), host_empty,
+        time_to_empty_s (null unless the host is empty), time_until_last_finished_s (from started_at), migration_phase_s (from migrations_started_at),
         measured_migration_time_s (sum of the measured TMTs), predicted_migration_time_s"
       type: dict
     table: {description: The same lines as RV(table), type: list, elements: str}

@@ -103,6 +103,24 @@ def test_check_mode_prints_the_plan_and_changes_nothing(evac_vms):
     assert dict((h, sorted(os.listdir(state_dir(h)))) for h in ("walm-src", "walm-dst")) == files
 
 
+def test_check_mode_names_the_vm_without_room_and_plans_the_others(evac_vms):
+    """Room on walm-dst for two of the three 512 MiB guests: the two first in the plan are validated, the last is
+    named with its memory and walm-dst's, and nothing changes."""
+    proc, report = evacuate({"walm_capacity_mib": 1100}, options=["--check"])
+
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    moved = [vm for vm in evac_vms if "Would migrate %s from walm-src to walm-dst" % vm in out]
+    stays = [vm for vm in evac_vms if "No room for %s:" % vm in out]
+    assert len(moved) == 2 and len(stays) == 1 and stays[0] not in moved, out[-4000:]
+    assert ("No room for %s: it needs 512 MiB and no destination has that much left after the VMs placed before it "
+            "in the plan: walm-dst has 1100 MiB free (walm_capacity_mib), 76 MiB left after" % stays[0]) in out
+    assert "%s would stay on walm-src: it needs 512 MiB" % stays[0] in out
+    assert report is None
+    for vm in evac_vms:
+        assert pid_running("walm-src", vm) and not pid_running("walm-dst", vm)
+
+
 def test_evacuation_moves_every_vm_intact(evac_vms):
     before = wait_busy("walm-src", evac_vms)
 

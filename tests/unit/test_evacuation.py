@@ -155,6 +155,74 @@ def test_destinations_by_free_capacity(dests, memory, expect):
         assert left[d["name"]] == d["free_mib"] - sum(m for m, e in zip(memory, expect) if e == d["name"])
 
 
+ROOM_HINT = ("add a destination to walm_destinations, free memory on one, or set walm_capacity_mib on a destination "
+             "whose free memory is under-reported")
+
+
+@pytest.mark.parametrize("memory, dests, placed, unplaced", [
+    # Everything fits: nothing unplaced.
+    ([512, 512, 512], [{"name": "d1", "free_mib": 2000}], {"v0": "d1", "v1": "d1", "v2": "d1"}, {}),
+    # One VM larger than any destination: it stays, the VMs before and after it go.
+    ([512, 4096, 512], [{"name": "d1", "free_mib": 2048, "capacity_source": "MemAvailable"}],
+     {"v0": "d1", "v2": "d1"},
+     {"v1": "it needs 4096 MiB and no destination has that much free memory: d1 has 2048 MiB free (MemAvailable), "
+            "1536 MiB left after v0. It stays on walm-src; " + ROOM_HINT}),
+    # Room runs out part-way: the VMs placed before it took the memory it would have had.
+    ([512, 512, 512], [{"name": "d1", "free_mib": 1000}], {"v0": "d1"},
+     {"v1": "it needs 512 MiB and no destination has that much left after the VMs placed before it in the plan: "
+            "d1 has 1000 MiB free (given), 488 MiB left after v0. It stays on walm-src; " + ROOM_HINT,
+      "v2": "it needs 512 MiB and no destination has that much left after the VMs placed before it in the plan: "
+            "d1 has 1000 MiB free (given), 488 MiB left after v0. It stays on walm-src; " + ROOM_HINT}),
+    # A big VM early in the plan does not fit; the smaller ones after it still do.
+    ([3000, 512, 512], [{"name": "d1", "free_mib": 1024}, {"name": "d2", "free_mib": 600}],
+     {"v1": "d1", "v2": "d2"},
+     {"v0": "it needs 3000 MiB and no destination has that much free memory: d1 has 1024 MiB free (given); d2 has "
+            "600 MiB free (given). It stays on walm-src; " + ROOM_HINT}),
+    # Nothing fits anywhere: every VM is named, none is placed.
+    ([4096, 4096], [{"name": "d1", "free_mib": 1024}, {"name": "d2", "free_mib": 2048}], {},
+     {"v0": "it needs 4096 MiB and no destination has that much free memory: d1 has 1024 MiB free (given); d2 has "
+            "2048 MiB free (given). It stays on walm-src; " + ROOM_HINT,
+      "v1": "it needs 4096 MiB and no destination has that much free memory: d1 has 1024 MiB free (given); d2 has "
+            "2048 MiB free (given). It stays on walm-src; " + ROOM_HINT}),
+])
+def test_vms_that_fit_are_placed_and_the_others_named_with_why(memory, dests, placed, unplaced):
+    vms = [info("v%d" % i, memory_mib=m) for i, m in enumerate(memory)]
+    decisions = [decision("v%d" % i, "precopy", 1000 + i) for i in range(len(memory))]
+    p = plan(params(vms=vms, decisions=decisions, destinations=dests))
+    assert dict((c["name"], c["destination"]) for c in p["order"]) == placed
+    assert dict((u["name"], u["reason"]) for u in p["unplaced"]) == unplaced
+    assert [c["position"] for c in p["order"]] == list(range(1, len(placed) + 1))
+    assert sum(p["waves"], []) == [c["name"] for c in p["order"]]
+    assert p["predicted_empties_host"] is not unplaced
+    for u in p["unplaced"]:
+        assert u["memory_mib"] == memory[int(u["name"][1:])]
+        assert [d["name"] for d in u["destinations"]] == [d["name"] for d in dests]
+        assert any(r.startswith("No room for %s: %s. The VMs that fit still go" % (u["name"], u["reason"]))
+                   for r in p["reasons"])
+    if not placed:
+        assert "No VM runs on the source: nothing to do." not in p["reasons"]
+
+
+def test_check_mode_table_and_summary_name_the_vm_without_room():
+    vms = [info("small"), info("big", memory_mib=4096)]
+    p = plan(params(vms=vms, decisions=[decision("small", "precopy", 900), decision("big", "precopy", 1000)],
+                    destinations=[{"name": "walm-dst", "free_mib": 2048}]))
+    table = plan_table(p)
+    assert [x.split()[1] for x in table[3:4]] == ["small"]
+    assert any(x.startswith("No room for big: it needs 4096 MiB") for x in table)
+    s = summarize(p, [result("small", finished_at=104.0)], started_at=100.0)
+    t = s["totals"]
+    assert t["unplaced"] == ["big"] and t["completed"] == ["small"] and t["failed"] == []
+    assert t["host_empty"] is False and t["time_to_empty_s"] is None and t["vms"] == 2
+    assert s["table"][0].startswith("Evacuation of walm-src (policy walm): 1 of 2 VMs moved, host NOT empty")
+    assert s["table"][-1] == "big: not moved, " + p["unplaced"][0]["reason"] + "."
+    # Nothing placed, nothing run: the head still says the host is not empty.
+    none = plan(params(vms=[info("big", memory_mib=4096)], decisions=[],
+                       destinations=[{"name": "walm-dst", "free_mib": 2048}]))
+    assert summarize(none, [])["table"][0].startswith("Evacuation of walm-src (policy walm): 0 of 1 VMs moved, "
+                                                      "host NOT empty;")
+
+
 def test_probe_memory_wins_over_the_recorded_definition():
     probes = [{"vm": {"name": "ev-idle", "memory_mib": 2048, "pid": 1}, "workload": {}}]
     p = plan(params(probes=probes, destinations=[{"name": "d", "free_mib": 4000}]))
@@ -167,7 +235,6 @@ def test_probe_memory_wins_over_the_recorded_definition():
     ({"destinations": [{"name": "d", "free_mib": 9000}, {"name": "d", "free_mib": 9000}]}, "listed twice"),
     ({"destinations": [{"name": "d"}]}, "set walm_capacity_mib"),
     ({"destinations": [{"name": "d", "free_mib": -1}]}, "at least 0"),
-    ({"destinations": [{"name": "d", "free_mib": 1000}]}, "VM ev-cpu needs 512 MiB but no destination has that"),
     ({"concurrency": 0}, "concurrency (walm_concurrency) must be at least 1"),
     ({"policy": "fast"}, "walm_evacuate_policy"),
     ({"on_timeout": "retry"}, "walm_on_timeout"),
