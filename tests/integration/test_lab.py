@@ -91,6 +91,19 @@ def test_nfs_export_is_served_to_the_source(lab_cycle):
     assert out.returncode == 0
 
 
+def test_nfs_is_offered_to_the_hypervisors_only(lab_cycle):
+    """rpcbind answers on walm-dst's address and loopback only, ganesha registered through loopback, and the
+    export's clients are the two hosts, not the subnet the guests are in."""
+    sockets = netns("walm-dst", "ss", "-Hlntu", "sport = :111").stdout.split("\n")
+    where = sorted(line.split()[4] for line in sockets if line.strip())
+    assert set(where) <= {HOSTS["walm-dst"] + ":111", "127.0.0.1:111", "[::1]:111"}, where
+    assert HOSTS["walm-dst"] + ":111" in where and "127.0.0.1:111" in where, where
+    registered = netns("walm-dst", "rpcinfo", "-p", "127.0.0.1", timeout=30).stdout
+    assert "mountd" in registered and "nfs" in registered, registered
+    conf = (LAB_DIR / "hosts" / "walm-dst" / "ganesha.conf").read_text()
+    assert "Clients = %s, %s;" % (HOSTS["walm-src"], HOSTS["walm-dst"]) in conf, conf
+
+
 def test_qemu_reads_and_writes_images_over_nfs(lab_cycle):
     name = f"test-lab-{uuid.uuid4().hex[:8]}.qcow2"
     url = f"{NFS_URL}/{name}"

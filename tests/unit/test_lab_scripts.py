@@ -2,17 +2,25 @@
 
 The lab teardown stops every lab process through it, so a wrong "alive" here is either a process left running or a
 teardown that fails on a process that is already gone (a zombie, or one reaped while it looked).
+
+Also roles/lab/files/listen_fds.py, which hands rpcbind its sockets: what the started program receives, on
+loopback ports the kernel picks (the lab's rpcbind itself is tests/integration/test_lab.py).
 """
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STOP_PIDS = os.path.join(ROOT, "roles", "lab", "files", "stop_pids.sh")
+LISTEN_FDS = os.path.join(ROOT, "roles", "lab", "files", "listen_fds.py")
 
 
 def stop_pids(timeout, *pids):
@@ -112,3 +120,54 @@ def test_alive_mode_lists_live_pids_and_signals_nothing():
         live.kill()
         live.wait()
         zombie.wait()
+
+
+# What a program started by listen_fds.py finds: sd_listen_fds()'s view, and each descriptor's socket.
+SHOW_FDS = """
+import json, os, socket
+n = int(os.environ["LISTEN_FDS"])
+out = {"pid_matches": os.environ["LISTEN_PID"] == str(os.getpid()), "fds": []}
+for fd in range(3, 3 + n):
+    s = socket.socket(fileno=fd)
+    v6only = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) if s.family == socket.AF_INET6 else None
+    out["fds"].append([fd, s.type == socket.SOCK_STREAM, s.getsockname()[0], v6only,
+                       s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)])
+    s.detach()
+print(json.dumps(out))
+"""
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_listen_fds_hands_over_tcp_and_udp_sockets_in_order_and_keeps_the_pid():
+    run = subprocess.run([sys.executable, LISTEN_FDS, "127.0.0.1:0", "[::1]:0", "--", sys.executable, "-c",
+                          SHOW_FDS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["pid_matches"] is True  # exec in place: the pid file the lab wrote stays the daemon's
+    want = [[3, True, "127.0.0.1", None, 1], [4, False, "127.0.0.1", None, 0]]
+    if _has_ipv6_loopback():
+        want += [[5, True, "::1", 1, 1], [6, False, "::1", 1, 0]]  # IPv6 only: rpcbind refuses dual-stack
+    else:
+        assert "skipping [::1]:0" in run.stderr
+    assert got["fds"] == want
+
+
+@pytest.mark.parametrize("args, message", [
+    (["127.0.0.1", "--", "/bin/true"], "'127.0.0.1' is not ADDR:PORT"),
+    # An address this machine does not have (TEST-NET-3): refused, nothing started.
+    (["203.0.113.9:0", "--", "/bin/true"], "cannot listen on 203.0.113.9:0 (tcp)"),
+    (["127.0.0.1:0"], "Usage: listen_fds.py"),
+])
+def test_listen_fds_refuses_what_it_cannot_open(args, message):
+    run = subprocess.run([sys.executable, LISTEN_FDS] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=60)
+    assert run.returncode != 0 and message in run.stderr, run.stderr

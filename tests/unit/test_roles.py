@@ -195,6 +195,51 @@ def test_exports_template_lists_exactly_the_named_clients(tmp_path):
     assert lines == ["/srv/walm 127.0.0.2%s 127.0.0.4%s" % (opts, opts)]
 
 
+# -- lab: the NFS server's configuration (the lab itself is tests/integration/test_lab.py) -------------------------
+
+@pytest.mark.parametrize("extra, nfs_address, clients", [
+    # The role's defaults: the two hypervisors, never the 10.77.0.0/24 the guests take addresses in.
+    ({}, "10.77.0.2", ["10.77.0.1", "10.77.0.2"]),
+    # Other addresses and NFS host: the client list follows walm_lab_hosts.
+    ({"walm_lab_hosts": [{"name": "hv-a", "address": "192.168.50.7", "mac": "02:00:00:00:00:07"},
+                         {"name": "hv-b", "address": "192.168.50.9", "mac": "02:00:00:00:00:09"}],
+      "walm_lab_subnet": "192.168.50.0/24", "walm_lab_nfs_host": "hv-a"},
+     "192.168.50.7", ["192.168.50.7", "192.168.50.9"]),
+])
+def test_lab_nfs_is_limited_to_the_hypervisors(tmp_path, extra, nfs_address, clients):
+    inv = local_inventory(tmp_path, {"localhost": {}})
+    conf, listen = str(tmp_path / "ganesha.conf"), str(tmp_path / "rpcbind.json")
+    role = os.path.join(ROOT, "roles", "lab")
+    book = write(tmp_path / "render.yml", """\
+        - hosts: localhost
+          gather_facts: false
+          vars_files: [%(role)s/defaults/main.yml, %(role)s/vars/main.yml]
+          tasks:
+            - ansible.builtin.template:
+                src: %(role)s/templates/ganesha.conf.j2
+                dest: %(conf)s
+                mode: "0644"
+              vars: %(extra)s
+            - ansible.builtin.copy:
+                content: "{{ __walm_lab_rpcbind_listen | to_json }}"
+                dest: %(listen)s
+                mode: "0644"
+              vars: %(extra)s
+        """ % {"role": role, "conf": conf, "listen": listen, "extra": json.dumps(extra)})
+    rc, out = playbook(inv, book)
+    assert rc == 0, out
+    text = open(conf).read()
+    blocks = re.findall(r"CLIENT\s*\{\s*Clients\s*=\s*([^;]*);\s*Access_Type\s*=\s*RW;\s*\}", text)
+    assert len(blocks) == 1 and text.count("CLIENT") == 1, text
+    assert [c.strip() for c in blocks[0].split(",")] == clients
+    assert "/" not in blocks[0] and "10.77.0.0" not in text
+    # Nobody else gets access: the export itself grants none.
+    assert re.search(r"EXPORT\s*\{[^}]*Access_Type = None;", text)
+    assert "Bind_addr = %s;" % nfs_address in text
+    with open(listen) as f:
+        assert json.load(f) == ["%s:111" % nfs_address, "127.0.0.1:111", "[::1]:111"]
+
+
 def _system_state():
     with open("/etc/fstab", "rb") as f:
         fstab = hashlib.sha256(f.read()).hexdigest()
