@@ -19,7 +19,7 @@ import re
 
 from . import vmhost
 from .errors import WalmError
-from .vmdef import HostPaths
+from .vmdef import HostPaths, name_problem
 
 # Options whose argument we read, plus common options that take an argument (so that the argument is never
 # mistaken for an option). Options not listed are taken to have no argument.
@@ -396,7 +396,8 @@ def _target_for_process(pid, argv, state_dir, proc="/proc"):
     name = facts["name"]
     managed = False
     sockets = []
-    if name:
+    # A QEMU not started by WALM may carry a name that cannot be a file name in the state dir: it has no files there.
+    if name and not name_problem(name):
         paths = HostPaths(state_dir, name)
         if vmhost.read_pid(paths) == pid and os.path.exists(paths.record):
             managed = True

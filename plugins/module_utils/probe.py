@@ -823,7 +823,7 @@ def run(options, check_mode=False, proc="/proc"):
     if not 0 <= int(o.setdefault("nonzero_samples", memscan.DEFAULT_SAMPLES)) <= 1048576:
         raise WalmError("nonzero_samples must be between 0 (off) and 1048576, got %s" % o["nonzero_samples"])
     state_dir = o["state_dir"]
-    if o.get("name"):
+    if o.get("name") is not None:  # an empty name is refused (find_by_name), not read as "every VM"
         targets = [discovery.find_by_name(o["name"], state_dir, o.get("all_netns", False), proc)]
     elif o.get("qmp_socket"):
         targets = [discovery.find_by_socket(o["qmp_socket"], state_dir, proc)]

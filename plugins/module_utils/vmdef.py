@@ -18,9 +18,13 @@ import re
 
 from .errors import WalmError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A VM's name becomes the names of its files in the state dir (HostPaths) and of its QEMU (-name guest=NAME).
+# \Z, not $: $ also matches before a trailing newline.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+NAME_RULE = ("use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (the name becomes file "
+             "names in the state dir: no '/', spaces or shell characters)")
 # Linux interface names: at most 15 bytes.
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 ACCELS = ("kvm", "tcg")
 DISK_FORMATS = ("qcow2", "raw")
@@ -41,6 +45,25 @@ DEFAULTS = {
 }
 
 
+def name_problem(name):
+    """Why `name` cannot be a VM name, or None when it can."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        return "name %r is invalid: %s" % (name, NAME_RULE)
+    return None
+
+
+def check_name(name):
+    """Return `name` if it can be a VM name, else raise WalmError with the rule.
+
+    The one check of a VM name: every path of a VM derives from it, so a name like '../x' or '/etc/x' would make
+    WALM read, write and remove files outside the state dir.
+    """
+    problem = name_problem(name)
+    if problem:
+        raise WalmError("VM " + problem)
+    return name
+
+
 def _fail(name, msg):
     raise WalmError("VM definition%s: %s" % (" of '%s'" % name if name else "", msg))
 
@@ -59,9 +82,8 @@ def normalize(definition):
               % (", ".join(sorted(unknown)), ", ".join(sorted(DEFAULTS))))
     d.update({k: copy.deepcopy(v) for k, v in definition.items() if v is not None})
     name = d.get("name")
-    if not name or not isinstance(name, str) or not NAME_RE.match(name):
-        _fail(None, "name %r is invalid: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
-                    "or digit" % (name,))
+    if name_problem(name):
+        _fail(None, name_problem(name))
     for key, low in (("memory_mib", 16), ("vcpus", 1)):
         try:
             d[key] = int(d[key])
@@ -134,8 +156,10 @@ class HostPaths(object):
     """Where one VM's host-specific files live on one host."""
 
     def __init__(self, state_dir, name):
+        if not isinstance(state_dir, str) or not os.path.isabs(state_dir):
+            raise WalmError("state_dir %r must be an absolute path (e.g. /run/walm)" % (state_dir,))
         self.state_dir = state_dir
-        self.name = name
+        self.name = check_name(name)
         self.qmp_socket = os.path.join(state_dir, name + ".qmp")
         self.pidfile = os.path.join(state_dir, name + ".pid")
         self.console_log = os.path.join(state_dir, name + ".console.log")

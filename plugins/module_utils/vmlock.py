@@ -20,10 +20,11 @@ import os
 import time
 
 from .errors import WalmError
+from .vmdef import check_name
 
 
 def lock_path(state_dir, name):
-    return os.path.join(state_dir, name + ".lock")
+    return os.path.join(state_dir, check_name(name) + ".lock")
 
 
 def _holder(fd):

@@ -31,7 +31,9 @@ requirements:
   - QEMU 7.2 or later on both hosts
 options:
   name:
-    description: The VM to migrate (as started by M(walm.qemu.walm_vm) on this host).
+    description:
+      - The VM to migrate (as started by M(walm.qemu.walm_vm) on this host).
+      - 1-64 letters, digits, V(.), V(_) or V(-), starting with a letter or digit; other names are refused.
     type: str
     required: true
   state_dir:

@@ -43,6 +43,9 @@ options:
     type: str
   qmp_socket:
     description: Probe the VM behind this QMP unix socket instead of naming it.
+      - 1-64 letters, digits, V(.), V(_) or V(-), starting with a letter or digit (it names files in O(state_dir));
+        other names, the empty one included, are refused before anything is read. Probe a QEMU named otherwise by
+        O(qmp_socket), or with every VM.
     type: path
   state_dir:
     description:

@@ -32,7 +32,11 @@ requirements:
   - QEMU 7.2 or later (qemu-system-x86_64, qemu-img), iproute2
 options:
   name:
-    description: The VM's name; names its files under O(state_dir) and the QEMU process (C(-name guest=NAME)).
+    description:
+      - The VM's name; names its files under O(state_dir) and the QEMU process (C(-name guest=NAME)).
+      - 1-64 letters, digits, V(.), V(_) or V(-), starting with a letter or digit. Any other name (a path, a name
+        with spaces or shell characters, an empty one) is refused in every O(state) before anything is read or
+        changed.
     type: str
     required: true
   state:

@@ -22,8 +22,10 @@ requirements:
   - qemu.qmp (Python library) on the host
 options:
   name:
-    description: Report only this VM. Fails if it has no record and does not run on this host, unless
-      O(missing_ok=true).
+    description:
+      - Report only this VM. Fails if it has no record and does not run on this host, unless O(missing_ok=true).
+      - 1-64 letters, digits, V(.), V(_) or V(-), starting with a letter or digit; other names are refused, also
+        with O(missing_ok=true).
     type: str
   missing_ok:
     description:
