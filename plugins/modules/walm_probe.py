@@ -40,12 +40,12 @@ options:
       - The VM to probe, either a VM started by M(walm.qemu.walm_vm) (its record in O(state_dir)), or any QEMU started
         with C(-name NAME) or C(-name guest=NAME).
       - Fails if no such VM runs on this host.
-    type: str
-  qmp_socket:
-    description: Probe the VM behind this QMP unix socket instead of naming it.
       - 1-64 letters, digits, V(.), V(_) or V(-), starting with a letter or digit (it names files in O(state_dir));
         other names, the empty one included, are refused before anything is read. Probe a QEMU named otherwise by
         O(qmp_socket), or with every VM.
+    type: str
+  qmp_socket:
+    description: Probe the VM behind this QMP unix socket instead of naming it.
     type: path
   state_dir:
     description:
