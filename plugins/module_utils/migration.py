@@ -9,6 +9,8 @@ walm_vm module; both sides take their capabilities from capabilities_for() so th
 
 from __future__ import absolute_import, division, print_function
 
+import math
+import re
 import time
 
 from . import vmhost, vmlock
@@ -27,6 +29,16 @@ FINAL_STATES = ("completed", "failed", "cancelled")
 POSTCOPY_STATES = ("postcopy-active", "postcopy-paused", "postcopy-recover", "postcopy-recover-setup")
 # postcopy-preempt (faulted pages on their own channel, ahead of the background stream) exists since QEMU 8.0.
 PREEMPT_MIN_VERSION = (8, 0, 0)
+
+# Ceilings of a migration request (check_request), so that a typo fails before anything is touched.
+MAX_DOWNTIME_LIMIT_MS = 2000000  # QEMU's own maximum for downtime-limit (2000 s)
+# 1 TiB/s: far above any link, and what 0 ("no limit") gives QEMU; in bytes/s it fits QEMU's int64 with room.
+MAX_BANDWIDTH_MIB_S = 1024 * 1024
+MAX_TIMEOUT_S = 86400  # a day: a pre-copy that has not converged by then will not
+MAX_SWITCH_AFTER_PASSES = 1000  # far beyond where pre-copy has either converged or never will
+# tcp:HOST:PORT, the only URI QEMU is given unless allow_unsafe_uri: HOST a name, IPv4, or IPv6 in brackets.
+TCP_URI_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                        r":([0-9]{1,5})\Z")
 
 
 def needs_postcopy(method, on_timeout="abort"):
@@ -53,6 +65,92 @@ def capabilities_for(method, on_timeout="abort", qemu_versions=()):
         if versions and min(versions) >= PREEMPT_MIN_VERSION:
             caps["postcopy-preempt"] = True
     return caps
+
+
+def _number(name, value, rule, low, high, integer=False, low_allowed=True):
+    """value as an int or float if it is a finite number (or the string of one) within [low, high], else refuse.
+
+    Playbook variables often arrive as strings ("300"); those are converted. Booleans and fractions where an
+    integer is needed are refused, never rounded.
+    """
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        f = None
+    if isinstance(value, bool) or f is None or not math.isfinite(f) or (integer and f != int(f)) \
+            or f < low or f > high or (f == low and not low_allowed):
+        raise WalmError("%s must be %s, got %r" % (name, rule, value))
+    return int(f) if integer else f
+
+
+def _flag(name, value):
+    """A yes/no option: a boolean, or one of the strings Ansible reads as one; anything else is refused."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise WalmError("%s must be true or false, got %r" % (name, value))
+
+
+def check_destination_uri(uri, allow_unsafe_uri=False):
+    """Refuse a migration URI that is not tcp:HOST:PORT unless allow_unsafe_uri; returns the URI."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise WalmError("destination_uri is missing: pass the incoming_uri that walm_vm state=incoming returned on "
+                        "the destination (e.g. tcp:10.0.0.2:49152)")
+    scheme, sep, _ = uri.partition(":")
+    if not sep or not scheme:
+        raise WalmError("destination_uri %r is not a QEMU migration URI (e.g. tcp:10.0.0.2:49152)" % (uri,))
+    if scheme != "tcp":
+        if allow_unsafe_uri:
+            return uri
+        raise WalmError("destination_uri %r uses the scheme %r: only tcp:HOST:PORT is accepted, because QEMU runs "
+                        "an exec: URI as a shell command on the source and file:, unix: or fd: reach this host's "
+                        "files. Pass the incoming_uri of walm_vm state=incoming, or set allow_unsafe_uri: true if "
+                        "the other scheme is meant" % (uri, scheme + ":"))
+    m = TCP_URI_RE.match(uri)
+    if not m or not 1 <= int(m.group(4)) <= 65535:
+        raise WalmError("destination_uri %r is not tcp:HOST:PORT with a port from 1 to 65535 (an IPv6 address "
+                        "goes in brackets: tcp:[fd00::2]:49152)" % (uri,))
+    return uri
+
+
+def check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
+                  max_postcopy_bandwidth_mib_s, timeout_s, destination_uri=None, allow_unsafe_uri=False):
+    """Validate one migration request before anything is touched; returns its values, converted.
+
+    Pure (no I/O), so it can check a playbook's parameters on the controller before any QEMU starts. Numbers may
+    be given as strings of numbers (as playbook variables often are); they come back as int (switch_after_passes,
+    downtime_limit_ms) or float (the rest). destination_uri None means "not known yet" (the destination is not
+    prepared) and is not checked. Raises WalmError naming the parameter and the fix.
+    """
+    if method not in METHODS:
+        raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
+    if on_timeout not in ON_TIMEOUT:
+        raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
+    allow_unsafe_uri = _flag("allow_unsafe_uri", allow_unsafe_uri)
+    bandwidth_rule = "0 (no limit) or at most %d MiB/s (1 TiB/s)" % MAX_BANDWIDTH_MIB_S
+    return {
+        "method": method,
+        "on_timeout": on_timeout,
+        "switch_after_passes": _number(
+            "switch_after_passes", switch_after_passes,
+            "an integer from 1 to %d (complete pre-copy passes before a hybrid switches; to switch during the "
+            "first pass use method postcopy)" % MAX_SWITCH_AFTER_PASSES, 1, MAX_SWITCH_AFTER_PASSES, integer=True),
+        "downtime_limit_ms": _number(
+            "downtime_limit_ms", downtime_limit_ms,
+            "an integer from 1 to %d (QEMU's limit)" % MAX_DOWNTIME_LIMIT_MS, 1, MAX_DOWNTIME_LIMIT_MS,
+            integer=True),
+        "max_bandwidth_mib_s": _number("max_bandwidth_mib_s", max_bandwidth_mib_s, bandwidth_rule, 0,
+                                       MAX_BANDWIDTH_MIB_S),
+        "max_postcopy_bandwidth_mib_s": _number("max_postcopy_bandwidth_mib_s", max_postcopy_bandwidth_mib_s,
+                                                bandwidth_rule, 0, MAX_BANDWIDTH_MIB_S),
+        "timeout_s": _number("timeout_s", timeout_s, "above 0 and at most %d s (a day)" % MAX_TIMEOUT_S, 0,
+                             MAX_TIMEOUT_S, low_allowed=False),
+        "destination_uri": None if destination_uri is None else check_destination_uri(destination_uri,
+                                                                                      allow_unsafe_uri),
+        "allow_unsafe_uri": allow_unsafe_uri,
+    }
 
 
 def check_capabilities(qmp, caps):
@@ -113,41 +211,27 @@ class Migration(object):
     def __init__(self, vm, qmp_socket, destination_uri, method="precopy", max_bandwidth_mib_s=0,
                  downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
                  switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None,
-                 resume=False, check_mode_without_destination=False):
-        if method not in METHODS:
-            raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
-        if on_timeout not in ON_TIMEOUT:
-            raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
-        if check_mode_without_destination and not destination_uri:
+                 resume=False, check_mode_without_destination=False, allow_unsafe_uri=False):
+        without_destination = check_mode_without_destination and not destination_uri
+        req = check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
+                            max_postcopy_bandwidth_mib_s, timeout_s,
+                            None if without_destination else (destination_uri or ""), allow_unsafe_uri)
+        if without_destination:
             destination_uri = "(prepared in check mode: not listening)"
-        elif not destination_uri or ":" not in destination_uri:
-            raise WalmError("destination_uri %r is not a QEMU migration URI (e.g. tcp:10.0.0.2:49152)"
-                            % (destination_uri,))
-        if max_bandwidth_mib_s is None or max_bandwidth_mib_s < 0:
-            raise WalmError("max_bandwidth_mib_s must be 0 (no limit) or positive")
-        if max_postcopy_bandwidth_mib_s is None or max_postcopy_bandwidth_mib_s < 0:
-            raise WalmError("max_postcopy_bandwidth_mib_s must be 0 (no limit) or positive")
-        if downtime_limit_ms is None or downtime_limit_ms <= 0:
-            raise WalmError("downtime_limit_ms must be positive")
-        if timeout_s is None or timeout_s <= 0:
-            raise WalmError("timeout_s must be positive")
-        if switch_after_passes is None or int(switch_after_passes) < 1:
-            raise WalmError("switch_after_passes must be at least 1 (use method postcopy to switch during the "
-                            "first pass)")
         self.vm = vm
         self.qmp_socket = qmp_socket
         self.destination_uri = destination_uri
         self.method = method
         self.on_timeout = on_timeout
-        self.max_bandwidth_mib_s = max_bandwidth_mib_s
-        self.max_postcopy_bandwidth_mib_s = max_postcopy_bandwidth_mib_s
-        self.downtime_limit_ms = int(downtime_limit_ms)
-        self.timeout_s = float(timeout_s)
+        self.max_bandwidth_mib_s = req["max_bandwidth_mib_s"]
+        self.max_postcopy_bandwidth_mib_s = req["max_postcopy_bandwidth_mib_s"]
+        self.downtime_limit_ms = req["downtime_limit_ms"]
+        self.timeout_s = req["timeout_s"]
         self.poll_s = max(0.01, poll_interval_ms / 1000.0)
         self.qmp_timeout_s = qmp_timeout_s
         # QEMU counts a sync before the first pass, so pass p is under way while dirty-sync-count == p.
         self.switch_after_passes = {"precopy": None, "postcopy": 0,
-                                    "hybrid": int(switch_after_passes)}[method]
+                                    "hybrid": req["switch_after_passes"]}[method]
         # dirty-sync-count value at which to switch: k complete passes have been sent when it reaches k + 1.
         self._switch_at_sync = None if self.switch_after_passes is None else self.switch_after_passes + 1
         self.capabilities = dict(capabilities) if capabilities else None
@@ -375,8 +459,22 @@ class Migration(object):
 
 
 def migrate_vm(params, check_mode=False):
-    """walm_migrate: find the VM on this host and migrate it; returns the result dict."""
+    """walm_migrate: find the VM on this host and migrate it; returns the result dict.
+
+    The name and the whole request are checked before anything is read or touched on this host."""
     paths = HostPaths(params["state_dir"], params["name"])
+    # Missing keys take Migration's defaults; a value given as 0 or null is checked as given, never replaced.
+    migration = Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
+                          max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
+                          downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
+                          poll_interval_ms=params["poll_interval_ms"],
+                          switch_after_passes=params.get("switch_after_passes", 2),
+                          on_timeout=params.get("on_timeout", "abort"),
+                          max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s", 0),
+                          capabilities=params.get("capabilities"), resume=params.get("resume", False),
+                          # In check mode the destination was only validated, so there is no URI to check yet.
+                          check_mode_without_destination=check_mode,
+                          allow_unsafe_uri=params.get("allow_unsafe_uri", False))
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"
@@ -388,16 +486,6 @@ def migrate_vm(params, check_mode=False):
                         "one this host runs (%s); migrating would fail or corrupt the guest. Stop the "
                         "destination copy and prepare it from this host's record (walm_vm_info)."
                         % (params["name"], expected, record.get("definition_sha256") or "unrecorded"))
-    migration = Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
-                          max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
-                          downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
-                          poll_interval_ms=params["poll_interval_ms"],
-                          switch_after_passes=params.get("switch_after_passes") or 2,
-                          on_timeout=params.get("on_timeout") or "abort",
-                          max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s") or 0,
-                          capabilities=params.get("capabilities"), resume=params.get("resume", False),
-                          # In check mode the destination was only validated, so there is no URI to check yet.
-                          check_mode_without_destination=check_mode)
     # Held until the migration ends: a second run's migrate, stop or rollback of this VM waits or is refused.
     with vmlock.hold(params["state_dir"], params["name"], "walm_migrate%s" % (" resume" if params.get("resume")
                                                                             else ""), wait_s=0):

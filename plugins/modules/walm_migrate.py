@@ -45,7 +45,17 @@ options:
       - Migration URI of the prepared destination, as returned by M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:state=incoming)
         (or C(recover_uri) of O(walm.qemu.walm_vm#module:state=recover) with O(resume=true)).
       - Required, except in check mode, where the destination is only validated and does not listen yet.
+      - Must be V(tcp:HOST:PORT) (an IPv6 address in brackets, for example V(tcp:[fd00::2]:49152)), unless
+        O(allow_unsafe_uri=true). It is checked before the module connects to QEMU.
     type: str
+  allow_unsafe_uri:
+    description:
+      - Pass a O(destination_uri) of another scheme than V(tcp:) to QEMU as it is.
+      - Off by default because QEMU runs an V(exec:) URI as a shell command, as the user QEMU runs as (root), on
+        this host, and V(file:), V(unix:) or V(fd:) URIs reach this host's files; a wrong or planted URI would act
+        here instead of migrating. Turn it on only for a URI you wrote yourself.
+    type: bool
+    default: false
   method:
     description:
       - V(precopy) sends memory in passes until the remainder fits O(downtime_limit_ms); the source keeps the VM
@@ -60,7 +70,10 @@ options:
     choices: [precopy, postcopy, hybrid]
     default: precopy
   switch_after_passes:
-    description: With O(method=hybrid), the complete pre-copy passes before the switch to post-copy.
+    description:
+      - With O(method=hybrid), the complete pre-copy passes before the switch to post-copy; 1 to 1000.
+      - V(0) is refused, whatever the method, rather than read as a default; to switch during the first pass use
+        O(method=postcopy).
     type: int
     default: 2
   on_timeout:
@@ -74,7 +87,8 @@ options:
     choices: [abort, postcopy]
     default: abort
   max_postcopy_bandwidth_mib_s:
-    description: Bandwidth cap in post-copy (where O(max_bandwidth_mib_s) does not apply); V(0) means no cap.
+    description: Bandwidth cap in post-copy (where O(max_bandwidth_mib_s) does not apply); V(0) means no cap;
+      at most 1048576 (1 TiB/s).
     type: float
     default: 0
   expected_definition_sha256:
@@ -97,11 +111,12 @@ options:
         host's QEMU, which assumes both sides run the same QEMU version.
     type: dict
   max_bandwidth_mib_s:
-    description: Bandwidth cap for the migration stream in MiB/s; V(0) means no cap (the link is the limit).
+    description: Bandwidth cap for the migration stream in MiB/s; V(0) means no cap (the link is the limit); at
+      most 1048576 (1 TiB/s).
     type: float
     default: 0
   downtime_limit_ms:
-    description: Longest pause QEMU may take to switch over (C(downtime-limit)).
+    description: Longest pause QEMU may take to switch over (C(downtime-limit)); 1 to 2000000 (QEMU's limit).
     type: int
     default: 300
   timeout_s:
@@ -109,6 +124,7 @@ options:
       - Give up when the migration has not completed after this many seconds; the migration is cancelled and
         the VM keeps running on the source. Pre-copy does not converge when the guest dirties memory about as
         fast as the link carries it.
+      - Above 0 and at most 86400 (a day).
     type: float
     default: 600
   poll_interval_ms:
@@ -116,6 +132,8 @@ options:
     type: int
     default: 100
 notes:
+  - O(name) and every migration parameter are checked (names, ranges, URI scheme) before anything on the host is
+    read or touched; a value out of range fails the task, it is never replaced by a default.
   - Check mode connects to the source QEMU and checks it can be migrated (running, not already migrating,
     capabilities supported), touching nothing.
   - Statistics come from the source (the destination's C(query-migrate) reports status only on QEMU 7.2).
@@ -248,6 +266,7 @@ def main():
             name=dict(type="str", required=True),
             state_dir=dict(type="path", default="/run/walm"),
             destination_uri=dict(type="str"),
+            allow_unsafe_uri=dict(type="bool", default=False),
             method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
             switch_after_passes=dict(type="int", default=2),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),

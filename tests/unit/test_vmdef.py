@@ -65,8 +65,10 @@ def test_commas_in_paths_are_escaped():
     ({"destination_uri": "10.0.0.2"}, "not a QEMU migration URI"),
     ({"method": "teleport"}, "unknown migration method"),
     ({"max_bandwidth_mib_s": -1}, "max_bandwidth_mib_s must be 0"),
-    ({"downtime_limit_ms": 0}, "downtime_limit_ms must be positive"),
-    ({"timeout_s": 0}, "timeout_s must be positive"),
+    ({"downtime_limit_ms": 0}, "downtime_limit_ms must be an integer from 1"),
+    ({"timeout_s": 0}, "timeout_s must be above 0"),
+    ({"switch_after_passes": 0}, "switch_after_passes must be an integer from 1"),
+    ({"destination_uri": "exec:touch /tmp/x"}, "only tcp:HOST:PORT is accepted"),
 ])
 def test_migration_parameters_are_checked_before_anything_is_touched(kwargs, message):
     args = {"destination_uri": "tcp:10.0.0.2:4444"}
