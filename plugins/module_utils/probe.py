@@ -380,10 +380,7 @@ class VMProbe(object):
                             "with QEMU 5.2; WALM needs QEMU 7.2 or later): upgrade QEMU on this host"
                             % ((self.name,) + self.version))
         self.status = q.execute("query-status").get("status")
-        if self.status == "inmigrate":
-            raise WalmError("VM '%s' is the destination of an incoming migration (status inmigrate): there is "
-                            "nothing to measure yet; probe it on its source host, or here once it runs"
-                            % self.name)
+        self.check_running(self.status)
         self.check_not_migrating()
         self.kvm = bool(q.execute("query-kvm").get("enabled"))
         cpus = q.execute("query-cpus-fast")
@@ -428,6 +425,18 @@ class VMProbe(object):
             self.extra_limits.append("Several vCPUs share one host thread (single-threaded TCG): "
                                      "cpu_percent_per_vcpu splits that thread's time evenly.")
         self._wait_idle_dirty_rate()
+
+    def check_running(self, status):
+        """Only a running guest has a workload: a paused one dirties no memory and uses no vCPU time."""
+        if status == "running":
+            return
+        if status == "inmigrate":
+            raise WalmError("VM '%s' is the destination of an incoming migration (status inmigrate): there is "
+                            "nothing to measure yet; probe it on its source host, or here once it runs"
+                            % self.name, status=status)
+        raise WalmError("VM '%s' is not running (QEMU status %s): a stopped guest has no workload to measure, and "
+                        "its readings would pass for an idle one. Probe it where it runs (after a migration, on the "
+                        "destination), or once it is resumed" % (self.name, status), status=status)
 
     def check_not_migrating(self):
         info = self.qmp.execute("query-migrate")
@@ -568,9 +577,7 @@ class VMProbe(object):
             rss_mib = kib_to_mib(parse_status(_read("%s/%d/status" % (self.proc, self.pid))).get("VmRSS"))
         except (IOError, OSError, ValueError):
             rss_mib = None
-        if self.status != "running":
-            self.extra_limits.append("The VM was %s, not running, while it was measured: its rates are those of a "
-                                     "stopped guest." % self.status)
+        self.check_running(self.status)  # paused while it was measured: the rates are not its workload's
         return self.reading(rss_mib, balloon_mib, self._nonzero())
 
     def _nonzero(self):

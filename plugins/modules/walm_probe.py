@@ -25,6 +25,9 @@ description:
     is listed in RV(failed_vms) with the reason and the others are still measured.
   - Read-only; RV(changed) is always false. It refuses to measure a VM that is migrating (or is the destination
     of an incoming migration), because the measurement would compete with the migration for the dirty log.
+  - It refuses to measure a VM whose QEMU status is not C(running) (C(paused), C(postmigrate), C(inmigrate),
+    C(prelaunch), ...), before measuring and again after; a stopped guest dirties no memory and uses no vCPU,
+    so its reading would pass for an idle workload. The error names the status.
   - Every reading lists in C(limits) what its measurements cannot see. See C(docs/probe.md) for the method, its
     accuracy in the lab and the periodic tracking design (O(persist) and O(max_age_s)).
 author: WALM developers

@@ -669,6 +669,61 @@ def test_old_qemu_measures_whole_seconds_with_page_sampling(tmp_path):
         fake.close()
 
 
+class StatusQEMU(FakeQEMU):
+    """A fake that records the commands it gets and reports `later` as its status from the n-th query-status on."""
+
+    def __init__(self, path, answers, later=None, from_query=None):
+        super().__init__(path, (7, 2, 0), answers)
+        self.commands = []
+        self.later, self.from_query, self.status_queries = later, from_query, 0
+
+    def reply(self, msg):
+        self.commands.append(msg.get("execute"))
+        if msg.get("execute") == "query-status":
+            self.status_queries += 1
+            if self.later and self.status_queries >= self.from_query:
+                return {"return": {"status": self.later, "running": False}, "id": msg.get("id")}
+        return super().reply(msg)
+
+
+MEASURABLE = dict(BASIC, **{"query-commands": [{"name": n} for n in ("calc-dirty-rate", "query-dirty-rate")],
+                            "calc-dirty-rate": {},
+                            "query-dirty-rate": {"status": "measured", "dirty-rate": 12, "calc-time": 1}})
+
+
+@pytest.mark.parametrize("status", ["paused", "postmigrate", "prelaunch", "suspended", "shutdown", "finish-migrate",
+                                    "internal-error", "guest-panicked", "restore-vm", "inmigrate"])
+def test_a_vm_that_is_not_running_is_not_measured(tmp_path, status):
+    """A paused guest dirties no memory and uses no vCPU: its reading would pass for an idle workload."""
+    path = str(tmp_path / "paused.qmp")
+    fake = StatusQEMU(path, dict(MEASURABLE, **{"query-status": {"status": status, "running": False}}))
+    fake.start()
+    try:
+        with pytest.raises(WalmError) as err:
+            run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.1)
+        if status == "inmigrate":
+            assert "is the destination of an incoming migration (status inmigrate)" in str(err.value)
+        else:
+            assert "is not running (QEMU status %s)" % status in str(err.value)
+            assert "has no workload to measure" in str(err.value) and "once it is resumed" in str(err.value)
+        assert err.value.details.get("status") == status
+        assert "calc-dirty-rate" not in fake.commands  # refused before measuring
+    finally:
+        fake.close()
+
+
+def test_a_vm_paused_while_measured_gives_no_reading(tmp_path):
+    path = str(tmp_path / "pausing.qmp")
+    fake = StatusQEMU(path, MEASURABLE, later="paused", from_query=2)
+    fake.start()
+    try:
+        with pytest.raises(WalmError, match="is not running \\(QEMU status paused\\)"):
+            run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.1)
+        assert "calc-dirty-rate" in fake.commands
+    finally:
+        fake.close()
+
+
 # -- the module -------------------------------------------------------------------------------------------------
 
 def ansible(args, env, *flags):
