@@ -54,8 +54,10 @@ def start(paths, timeout_s=10.0):
 
     Returns None when it runs, else the reason it does not (the migration goes on without a guest-visible
     downtime figure: this is a measurement, not a precondition)."""
-    if os.path.exists(paths.event_log):
+    if os.path.lexists(paths.event_log):
         os.unlink(paths.event_log)
+    # Made here, 0600, so the logger appends to a file only its owner reads, whatever umask it runs with.
+    os.close(os.open(paths.event_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     old_umask = os.umask(0o077)
     try:
         subprocess.Popen([sys.executable or "python3", "-c", LOGGER, paths.events_socket, paths.event_log],

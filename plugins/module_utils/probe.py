@@ -27,7 +27,7 @@ import os
 import re
 import time
 
-from . import discovery, memscan
+from . import discovery, memscan, vmhost
 from .errors import WalmError
 from .migration import ACTIVE_STATES
 from .qmp import QMP, QMPFailure
@@ -775,6 +775,7 @@ def load_reading(state_dir, name):
 
 def save_reading(state_dir, reading):
     """Store a reading as the VM's latest and append it to a short history (atomic replace, mode 0600)."""
+    vmhost.check_state_dir(state_dir)
     directory = os.path.join(state_dir, PROBE_SUBDIR)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
@@ -785,11 +786,7 @@ def save_reading(state_dir, reading):
                     "workload": dict((k, v) for k, v in reading["workload"].items() if k != "net_per_tap")})
     doc = {"latest": reading, "history": history[-HISTORY_LEN:]}
     path = reading_path(state_dir, name)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, sort_keys=True)
-    os.rename(tmp, path)
+    vmhost.write_file_atomic(path, json.dumps(doc, sort_keys=True))
     return path
 
 

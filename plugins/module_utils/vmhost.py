@@ -9,13 +9,14 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 
 from . import nfsurl
 from .errors import WalmError
 from .qmp import QMP, QMPFailure
-from .vmdef import qemu_argv
+from .vmdef import name_problem, qemu_argv
 
 QEMU_BINARY = "qemu-system-x86_64"
 
@@ -270,24 +271,55 @@ def read_pid(paths):
         return None
 
 
-def process_is_vm(pid, name):
-    """True if pid is a live QEMU started for VM `name` (guards against a reused pid)."""
+def process_is_vm(pid, name, pidfile=None):
+    """True if pid is a live QEMU started for VM `name` (guards against a reused pid).
+
+    With `pidfile`, its command line must also name that pidfile: a QEMU of the same name started from another
+    state dir (the other end of a migration, when two hosts share a process table) is another VM's process.
+    """
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
-            argv = f.read().split(b"\0")
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
     except (IOError, OSError):
         return False
-    return ("guest=%s,debug-threads=on" % name).encode() in argv
+    if ("guest=%s,debug-threads=on" % name) not in argv:
+        return False
+    if pidfile is None:
+        return True
+    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-pidfile"]
+    return any(os.path.realpath(p) == os.path.realpath(pidfile) for p in named)
 
 
 def running_pid(paths):
     pid = read_pid(paths)
-    if pid and process_is_vm(pid, paths.name):
+    if pid and process_is_vm(pid, paths.name, paths.pidfile):
         return pid
     return None
 
 
+def vm_processes(paths):
+    """Pids of every live QEMU started for this VM from this state dir, whatever its pidfile says."""
+    return sorted(int(e) for e in os.listdir("/proc")
+                  if e.isdigit() and process_is_vm(int(e), paths.name, paths.pidfile))
+
+
+def stale_files(paths):
+    """The pidfile and sockets a QEMU of this VM left behind when it died without cleaning up (SIGKILL, crash).
+
+    Empty while a QEMU of this VM runs, even one whose pidfile is gone: its files are not stale then.
+    """
+    if running_pid(paths) or vm_processes(paths):
+        return []
+    return [f for f in (paths.pidfile, paths.qmp_socket, paths.events_socket) if os.path.lexists(f)]
+
+
+def remove_stale_files(paths):
+    for f in stale_files(paths):
+        os.unlink(f)
+
+
 def read_record(paths):
+    check_state_dir(paths.state_dir)
     try:
         with open(paths.record) as f:
             return json.load(f)
@@ -298,39 +330,90 @@ def read_record(paths):
 
 
 def write_record(paths, record):
-    tmp = paths.record + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-    os.rename(tmp, paths.record)
+    check_state_dir(paths.state_dir)
+    write_file_atomic(paths.record, json.dumps(record, indent=2, sort_keys=True))
+
+
+def write_file_atomic(path, text):
+    """Replace `path` by a file of mode 0600 holding `text`, never following a symlink.
+
+    The text goes to a new temporary file beside it (O_EXCL | O_NOFOLLOW: a symlink planted there is refused, not
+    written through), then rename() replaces `path` itself, also when `path` is a symlink.
+    """
+    tmp = path + ".tmp"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # left by an interrupted write; unlink removes a symlink, not its target
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.rename(tmp, path)
+    except Exception:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def list_vms(state_dir):
-    """Names of the VMs that have a record in state_dir."""
+    """Names of the VMs that have a record in state_dir (files whose names no VM can have are not VMs)."""
     if not os.path.isdir(state_dir):
         return []
-    return sorted(f[:-5] for f in os.listdir(state_dir) if f.endswith(".json"))
+    return sorted(f[:-5] for f in os.listdir(state_dir) if f.endswith(".json") and not name_problem(f[:-5]))
+
+
+def check_state_dir(state_dir):
+    """Refuse an existing state dir that another user could write to: WALM reads records there that name the
+    tap devices it deletes, and the QMP sockets there command root's QEMU."""
+    try:
+        st = os.stat(state_dir)
+    except OSError:
+        return  # not made yet: ensure_state_dir makes it 0700
+    if not stat.S_ISDIR(st.st_mode):
+        raise WalmError("state_dir %s is not a directory: remove it, or choose another state_dir" % state_dir)
+    if st.st_uid != os.geteuid():
+        raise WalmError("state_dir %s belongs to uid %d, not to this user (uid %d), who runs the VMs: fix it with "
+                        "'chown %d %s && chmod 0700 %s', or choose another state_dir"
+                        % (state_dir, st.st_uid, os.geteuid(), os.geteuid(), state_dir, state_dir))
+    if st.st_mode & 0o022:
+        raise WalmError("state_dir %s is writable by group or others (mode %04o): another user could plant files "
+                        "there that WALM reads and removes; fix it with 'chmod 0700 %s'"
+                        % (state_dir, stat.S_IMODE(st.st_mode), state_dir))
 
 
 def ensure_state_dir(state_dir):
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, 0o700)
         return True
+    check_state_dir(state_dir)
     return False
+
+
+def _make_private(path):
+    """chmod 0600 a file QEMU made: its -daemonize sets umask 027, so its sockets come out 0750 and files 0640."""
+    if os.path.lexists(path) and not os.path.islink(path):
+        os.chmod(path, 0o600)
 
 
 def start_qemu(definition, paths, incoming=False, binary=QEMU_BINARY, timeout_s=30):
     """Start QEMU daemonized for a normalized definition; returns the pid.
 
-    The QMP socket and pidfile are created with mode 0600 (umask 077): the monitor is root's alone.
+    The pidfile, QMP sockets and console log are mode 0600: the monitor is root's alone, and the console may show
+    what the guest prints. QEMU's -daemonize sets its own umask (027), so the console log is made here before QEMU
+    appends to it, and the sockets QEMU made are chmod-ed once it has started (the 0700 state dir covers the
+    moment between).
     """
     argv = qemu_argv(definition, paths, binary, incoming=incoming)
-    for stale in (paths.qmp_socket, paths.pidfile):
-        if os.path.exists(stale):
-            os.unlink(stale)
-    if os.path.exists(paths.console_log):
+    live = vm_processes(paths)
+    if live:
+        raise WalmError("VM '%s' already runs on this host (pid %s), though its pidfile %s does not say so: stop "
+                        "that QEMU before starting the VM again" % (definition["name"],
+                                                                    ", ".join(str(p) for p in live), paths.pidfile))
+    # A QEMU that was killed (SIGKILL, a crash) leaves its pidfile and sockets: they belong to no process now.
+    remove_stale_files(paths)
+    if os.path.lexists(paths.console_log):
         # One log per QEMU process: keep the previous one beside it rather than mixing two boots.
         os.rename(paths.console_log, paths.console_log + ".prev")
+    os.close(os.open(paths.console_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     old_umask = os.umask(0o077)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -344,15 +427,15 @@ def start_qemu(definition, paths, incoming=False, binary=QEMU_BINARY, timeout_s=
         os.umask(old_umask)
     if proc.returncode != 0:
         # QEMU may have created its socket before failing: leave no stale files for the next start.
-        for stale in (paths.qmp_socket, paths.pidfile):
-            if os.path.exists(stale):
-                os.unlink(stale)
+        remove_stale_files(paths)
         raise WalmError("VM '%s': QEMU failed to start (exit %d): %s"
                         % (definition["name"], proc.returncode, (err or out).strip()),
                         argv=argv)
     pid = read_pid(paths)
     if not pid:
         raise WalmError("VM '%s': QEMU started but wrote no pidfile %s" % (definition["name"], paths.pidfile))
+    for f in (paths.pidfile, paths.qmp_socket, paths.events_socket, paths.console_log):
+        _make_private(f)
     return pid, argv
 
 
@@ -374,7 +457,7 @@ def stop_qemu(name, paths, timeout_s=30):
         pass  # QEMU often drops the connection while quitting; the pid check below decides.
     deadline = time.time() + timeout_s
     sent_term = False
-    while process_is_vm(pid, name):
+    while process_is_vm(pid, name, paths.pidfile):
         if time.time() > deadline:
             os.kill(pid, signal.SIGKILL)
             time.sleep(0.2)

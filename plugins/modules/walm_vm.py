@@ -14,8 +14,9 @@ short_description: Start, prepare as a migration destination, or stop a QEMU VM 
 version_added: "0.1.0"
 description:
   - Starts a QEMU VM from a small definition (memory, vCPUs, accelerator, disks on shared storage, tap NICs,
-    direct kernel boot), daemonized, with a QMP unix socket (mode 0600), a pidfile and a serial console log under
-    O(state_dir), and records the definition so the destination of a migration can start an identical QEMU.
+    direct kernel boot), daemonized, with a QMP unix socket, a pidfile and a serial console log under
+    O(state_dir), all mode 0600, and records the definition so the destination of a migration can start an
+    identical QEMU.
   - With O(state=incoming), starts the VM as a migration destination from the source's recorded definition
     (C(-incoming defer)), sets the migration capabilities of O(migration_method) and listens with
     C(migrate-incoming); returns the URI the source must migrate to.
@@ -142,7 +143,10 @@ options:
         elements: str
         default: []
   state_dir:
-    description: Directory for the VM's QMP socket, pidfile, console log and record on this host.
+    description:
+      - Directory for the VM's QMP socket, pidfile, console log and record on this host; an absolute path.
+      - Made mode 0700 if missing. An existing one must belong to the user the module runs as and not be writable
+        by group or others, else the module fails naming the fix (C(chmod 0700 STATE_DIR)).
     type: path
     default: /run/walm
   listen_address:
@@ -194,6 +198,10 @@ options:
     default: qemu-system-x86_64
 notes:
   - Check mode reports what would be done and touches nothing.
+  - Records are written to a new file and renamed into place, never through a symlink. A QEMU killed without
+    cleaning up (SIGKILL, a crash) leaves its pidfile and QMP sockets; they are removed when the VM is next started,
+    prepared or stopped here. Starting is refused while a QEMU of this VM still runs, even one whose pidfile is
+    gone.
   - The lab (playbooks/lab_setup.yml) sets O(state_dir) per host through the inventory variable C(walm_state_dir).
 seealso:
   - module: walm.qemu.walm_vm_info

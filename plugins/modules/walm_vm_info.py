@@ -34,7 +34,9 @@ options:
     type: bool
     default: false
   state_dir:
-    description: Directory where M(walm.qemu.walm_vm) keeps the VMs' files on this host.
+    description:
+      - Directory where M(walm.qemu.walm_vm) keeps the VMs' files on this host. Refused if group or others can
+        write to it or another user owns it (fix with C(chmod 0700 STATE_DIR)), because its records are trusted.
     type: path
     default: /run/walm
 notes:

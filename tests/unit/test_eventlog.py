@@ -5,6 +5,7 @@ VMService, as walm_vm starts them; the destination's logger must record RESUME a
 """
 
 import os
+import stat
 import time
 
 from ansible_collections.walm.qemu.plugins.module_utils import eventlog, vmhost
@@ -23,6 +24,10 @@ def test_guest_visible_downtime_from_both_sides(tmp_path):
         prepared = dst.incoming(recorded, "127.0.0.1", method="precopy")
         assert prepared["vm"]["status"] == "inmigrate"
         assert prepared["vm"]["resumed_at"] is None and prepared["vm"]["event_log_note"] is None
+        # As documented, although QEMU's -daemonize makes its files with umask 027 (sockets 0750, files 0640).
+        for f in (src.paths.qmp_socket, src.paths.pidfile, src.paths.console_log, src.paths.record,
+                  dst.paths.qmp_socket, dst.paths.events_socket, dst.paths.event_log):
+            assert stat.S_IMODE(os.lstat(f).st_mode) == 0o600, f
         before = time.time()
         result = Migration("ev1", src.paths.qmp_socket, prepared["incoming_uri"], method="precopy",
                            capabilities=prepared["capabilities"], timeout_s=60).run()
