@@ -71,11 +71,18 @@ def authz_object(allowed_clients):
 
 
 def parameters(endpoint, tls_dir=None, hostname=None, allowed_clients=()):
-    """migrate-set-parameters for this end; with no tls_dir, the empty strings that turn TLS off."""
+    """migrate-set-parameters for this end; with no tls_dir, the empty strings that turn TLS off.
+
+    tls-authz is set only to a list: QEMU 10.0 reads an empty (or null) tls-authz as the id of an authz object,
+    finds none and refuses every client. It matters on the destination alone, which is always a fresh QEMU.
+    """
     if not tls_dir:
-        return {"tls-creds": "", "tls-hostname": "", "tls-authz": ""}
+        return {"tls-creds": "", "tls-hostname": ""}
     if endpoint == "server":
-        return {"tls-creds": CREDS_ID["server"], "tls-authz": AUTHZ_ID if allowed_clients else ""}
+        params = {"tls-creds": CREDS_ID["server"]}
+        if allowed_clients:
+            params["tls-authz"] = AUTHZ_ID
+        return params
     # Empty: QEMU checks the host of the migration URI.
     return {"tls-creds": CREDS_ID["client"], "tls-hostname": hostname or ""}
 
@@ -122,8 +129,7 @@ def apply(qmp, tls):
     """
     endpoint = tls["endpoint"] if tls else "client"
     if not tls:
-        current = qmp.execute("query-migrate-parameters")
-        if current.get("tls-creds") or current.get("tls-authz"):
+        if qmp.execute("query-migrate-parameters").get("tls-creds"):
             qmp.execute("migrate-set-parameters", parameters(endpoint))
         return
     allowed = tls.get("allowed_clients") or []
