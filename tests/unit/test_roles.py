@@ -27,7 +27,7 @@ from ansible_collections.walm.qemu.plugins.module_utils import vmhost
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 PYTHON = os.path.join(VENV_BIN, "python")
-ROLES = ("nfs_shared_storage", "incoming_destination")
+ROLES = ("nfs_shared_storage", "incoming_destination", "migration_tls")
 RECAP_RE = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -140,6 +140,9 @@ def test_playbooks_using_the_roles_pass_syntax_check(tmp_path):
     ("incoming_destination", {"incoming_destination_source": "hv1"}, "incoming_destination_vm"),
     ("incoming_destination", {"incoming_destination_vm": "vm1", "incoming_destination_source": "hv1",
                               "incoming_destination_method": "teleport"}, "incoming_destination_method"),
+    ("migration_tls", {}, "migration_tls_ca_dir"),
+    ("migration_tls", {"migration_tls_ca_dir": "/tmp/ca", "migration_tls_cert_days": "long"},
+     "migration_tls_cert_days"),
 ])
 def test_argument_validation_fails_before_any_task(tmp_path, role, extra, message):
     inv = local_inventory(tmp_path, {"hv1": {}, "hv2": {}})
@@ -427,3 +430,87 @@ def test_incoming_destination_refuses_the_source_as_destination(tmp_path):
         """)
     rc, out = playbook(inv, book)
     assert rc != 0 and "run the role for a destination host other than the source" in out.replace("\n", " ")
+
+
+# -- migration_tls: the cluster's CA and each hypervisor's certificates ------------------------------------------
+
+def tls_play(tmp_path, *args):
+    """The role for two hypervisors (local aliases), the CA on the controller; returns the hosts, rc and output."""
+    hosts = {"hv1": {"walm_tls_dir": str(tmp_path / "hv1" / "tls"), "walm_migration_address": "127.0.0.11"},
+             "hv2": {"walm_tls_dir": str(tmp_path / "hv2" / "tls"), "ansible_host": "127.0.0.12"}}
+    inv = local_inventory(tmp_path, hosts)
+    book = write(tmp_path / "tls.yml", """\
+        - hosts: all
+          gather_facts: false
+          roles:
+            - role: walm.qemu.migration_tls
+              migration_tls_ca_dir: %s
+        """ % (tmp_path / "ca"))
+    rc, out = playbook(inv, book, *args)
+    return hosts, rc, out
+
+
+def mode(path):
+    return oct(os.stat(str(path)).st_mode & 0o777)
+
+
+def openssl(*args):
+    return subprocess.run(["openssl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, check=True).stdout
+
+
+def test_migration_tls_makes_the_ca_once_and_each_hosts_layout(tmp_path):
+    hosts, rc, out = tls_play(tmp_path, "--check")
+    assert rc == 0, out[-4000:]
+    assert all(h["changed"] > 0 and h["failed"] == 0 for h in recap(out).values()), out[-4000:]
+    assert not (tmp_path / "ca").exists() and not (tmp_path / "hv1").exists(), "check mode wrote files"
+
+    hosts, rc, out = tls_play(tmp_path)
+    assert rc == 0, out[-4000:]
+    ca = tmp_path / "ca"
+    assert mode(ca) == "0o700" and mode(ca / "ca-key.pem") == "0o600"
+    for host, address in (("hv1", "127.0.0.11"), ("hv2", "127.0.0.12")):
+        tls_dir = hosts[host]["walm_tls_dir"]
+        assert mode(tls_dir) == "0o700"
+        assert sorted(os.listdir(tls_dir)) == ["ca-cert.pem", "client-cert.pem", "client-key.pem",
+                                               "server-cert.pem", "server-key.pem"]
+        for name in os.listdir(tls_dir):
+            assert mode(os.path.join(tls_dir, name)) == ("0o600" if name.endswith("-key.pem") else "0o644"), name
+        cert = os.path.join(tls_dir, "server-cert.pem")
+        assert "OK" in openssl("verify", "-CAfile", str(ca / "ca-cert.pem"), cert)
+        text = openssl("x509", "-noout", "-subject", "-ext", "subjectAltName", "-nameopt", "RFC2253", "-in", cert)
+        assert "subject=CN=%s" % host in text and "DNS:%s, IP Address:%s" % (host, address) in text, text
+
+    _, rc, out = tls_play(tmp_path)
+    assert rc == 0 and all(h["changed"] == 0 for h in recap(out).values()), out[-4000:]
+    _, rc, out = tls_play(tmp_path, "--check")
+    assert rc == 0 and all(h["changed"] == 0 for h in recap(out).values()), out[-4000:]
+
+
+def test_migration_tls_issues_again_only_what_changed(tmp_path):
+    hosts, rc, out = tls_play(tmp_path)
+    assert rc == 0, out[-4000:]
+    ca_before = (tmp_path / "ca" / "ca-cert.pem").read_text()
+    hv1_key = open(os.path.join(hosts["hv1"]["walm_tls_dir"], "server-key.pem")).read()
+    hv2_key = open(os.path.join(hosts["hv2"]["walm_tls_dir"], "server-key.pem")).read()
+    os.unlink(str(tmp_path / "ca" / "hosts" / "hv2" / "client-key.pem"))  # a file lost on the CA host
+    _, rc, out = tls_play(tmp_path)
+    assert rc == 0, out[-4000:]
+    assert recap(out)["hv1"]["changed"] == 0 and recap(out)["hv2"]["changed"] > 0, out[-4000:]
+    assert (tmp_path / "ca" / "ca-cert.pem").read_text() == ca_before
+    assert open(os.path.join(hosts["hv1"]["walm_tls_dir"], "server-key.pem")).read() == hv1_key
+    assert open(os.path.join(hosts["hv2"]["walm_tls_dir"], "server-key.pem")).read() != hv2_key
+
+
+def test_migration_tls_needs_walm_tls_dir(tmp_path):
+    inv = local_inventory(tmp_path, {"hv1": {}})
+    book = write(tmp_path / "tls.yml", """\
+        - hosts: all
+          gather_facts: false
+          roles:
+            - role: walm.qemu.migration_tls
+              migration_tls_ca_dir: %s
+        """ % (tmp_path / "ca"))
+    rc, out = playbook(inv, book)
+    assert rc != 0 and "Set walm_tls_dir in the inventory for hv1" in out.replace("\n", " "), out[-3000:]
+    assert not (tmp_path / "ca").exists()
