@@ -452,8 +452,12 @@ def _where(result):
     status = result.get("status")
     if status == "completed":
         return "destination"
-    if result.get("rolled_back") is False:
+    # migrate_one.yml's reading of both hosts after the failure (filter walm.qemu.whereabouts).
+    if result.get("whereabouts") == "recover" or (result.get("rolled_back") is False and not result.get("where")):
         return "split between source and destination (post-copy): recover it"
+    if result.get("where") and result["where"] != "source":
+        return {"destination": "destination", "both": "both hosts (two running copies)", "none": "neither host",
+                "unknown": "unknown (a copy does not answer)"}.get(result["where"], result["where"])
     after = result.get("source_status_after")
     return "source (%s)" % after if after else "source"
 

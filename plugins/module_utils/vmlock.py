@@ -75,3 +75,20 @@ def hold(state_dir, name, what, wait_s=0.0, poll_s=0.1):
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def holder(state_dir, name):
+    """Who holds the VM's lock now ({'pid', 'what', 'since'}), or None when nobody does. Takes nothing."""
+    path = lock_path(state_dir, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            return _holder(fd) or {"what": "another WALM step"}
+        return None
+    finally:
+        os.close(fd)

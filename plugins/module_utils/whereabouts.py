@@ -90,6 +90,13 @@ def locate(source, destination, source_host="source", destination_host="destinat
     refuse_step = ("Check both copies (walm.qemu.walm_vm_info on %s and %s) and their consoles; keep the one that "
                    "runs the guest and stop the other with walm.qemu.walm_vm state=stopped." % (source_host,
                                                                                                  destination_host))
+    busy = [h for h, present, st in ((source_host, s_present, s_status), (destination_host, d_present, d_status))
+            if present and (st or "").startswith("busy")]
+    if busy:
+        return out("wait", "unknown", "migrating",
+                   "Another WALM step is working on the VM on %s (it holds the VM's lock and QMP monitor: a "
+                   "migration under way, or one whose controller was interrupted)." % " and ".join(busy),
+                   "Wait for it to end, then run again.")
     if (s_present and not _answers(s_status)) or (d_present and not _answers(d_status)):
         return out("refuse", "unknown", "unknown",
                    "A copy of the VM does not answer QMP, so where the guest runs cannot be read; nothing was "
@@ -123,6 +130,8 @@ def locate(source, destination, source_host="source", destination_host="destinat
         if s_mig == "completed" and d_running:
             return out("finish", "destination", "completed",
                        "The migration completed: the guest runs on %s and the copy on %s is stale."
+                       % (destination_host, source_host),
+                       "Run the migration again: it checks the copy on %s and stops the stale one on %s."
                        % (destination_host, source_host))
         if s_mig == "completed" and d_present and d_status == "inmigrate":
             # The destination still loads the last device state: give it a moment.

@@ -91,6 +91,10 @@ TABLE = [
      "rollback", "source", False, True),
     ("failure before migrate started, destination gone", ("running", None), (None, None), True, True, "rollback",
      "source", False, False),
+    ("source busy: a migration holds its monitor", ("busy: walm_migrate (pid 7) holds the VM", None),
+     ("inmigrate", "active"), False, False, "wait", "unknown", False, False),
+    ("source busy, seen after a failure", ("busy: walm_migrate (pid 7) holds the VM", None), (None, None), True,
+     True, "wait", "unknown", False, False),
     ("source unreachable", ("unreachable: no QMP greeting", None), ("inmigrate", "setup"), True, True, "refuse",
      "unknown", False, False),
     ("destination unreachable", ("postmigrate", "postcopy-paused"), ("unreachable: no reply", None), True, True,
@@ -115,7 +119,8 @@ def test_locate(case, src, dst, attempted, started, action, where, remove, resum
         assert d["next_step"]
 
 
-SOURCE_STATES = [None, "running", "paused", "finish-migrate", "postmigrate", "inmigrate", "unreachable: x"]
+SOURCE_STATES = [None, "running", "paused", "finish-migrate", "postmigrate", "inmigrate", "unreachable: x",
+                 "busy: walm_migrate"]
 DEST_STATES = [None, "running", "paused", "inmigrate", "postmigrate", "unreachable: x"]
 MIGRATIONS = [None, "setup", "active", "device", "completed", "failed", "cancelled", "postcopy-active",
               "postcopy-paused", "postcopy-recover"]

@@ -1,0 +1,138 @@
+"""Never two copies, never none: the controller killed mid-migration and the playbook run again, and two runs of
+one VM's migration at once. Running copies are counted by the guest's own console progress (a copy that keeps
+printing new verify passes runs the guest), not by QMP status alone."""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
+from walmlab import (INVENTORY, ROOT, VENV_BIN, console_log, console_text, kernel_trouble, migrate, parse_console,
+                     pid_running, start_vm, state_dir, wait_until)
+
+pytestmark = pytest.mark.lab
+
+VM_PREFIX = "rr-"
+VERIFY = {"verify_mib": 128, "rate_mib_s": 32}
+
+
+def _migration_status(host, vm):
+    try:
+        with QMP(vm, os.path.join(state_dir(host), vm + ".qmp"), 5) as q:
+            return q.execute("query-migrate").get("status")
+    except Exception:  # noqa: BLE001 - the copy may be gone or busy
+        return None
+
+
+def _passes(host, vm):
+    return [r["pass"] for r in parse_console(console_log(host, vm), "verify") if "pass" in r]
+
+
+def running_copies(vm, window_s=4.0):
+    """Hosts whose console shows the guest making progress (new verify passes) within window_s."""
+    before = dict((h, len(_passes(h, vm))) for h in ("walm-src", "walm-dst"))
+    time.sleep(window_s)
+    return sorted(h for h in before if len(_passes(h, vm)) > before[h])
+
+
+def assert_intact_on_destination(vm):
+    src_log, dst_log = console_log("walm-src", vm), console_log("walm-dst", vm)
+    assert pid_running("walm-dst", vm) and not pid_running("walm-src", vm)
+    seen = len(_passes("walm-dst", vm))
+    wait_until(lambda: len(_passes("walm-dst", vm)) > seen + 1, 60, "verify passes on the destination")
+    assert running_copies(vm) == ["walm-dst"]
+    for rec in parse_console(src_log, "verify") + parse_console(dst_log, "verify"):
+        assert rec.get("errors", 0) == 0, rec
+    assert "ERROR" not in console_text(dst_log) and kernel_trouble(dst_log) == []
+    # The newest copy: the destination's passes continue from where the source's stopped.
+    assert _passes("walm-dst", vm)[-1] > max(_passes("walm-src", vm) or [0])
+
+
+def _start_controller(vm, extra):
+    tmp = tempfile.mkdtemp(prefix="walm-rr-")
+    ev = {"walm_vm_name": vm, "walm_source": "walm-src", "walm_destination": "walm-dst",
+          "walm_result_file": os.path.join(tmp, "result.json")}
+    ev.update(extra)
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, "playbooks/migrate_vm.yml", "-e",
+            json.dumps(ev)]
+    # Its own session, so the whole controller (ansible-playbook, its workers, its ssh clients) can be killed.
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            universal_newlines=True, start_new_session=True), ev["walm_result_file"]
+
+
+@pytest.mark.parametrize("method,extra,phase", [
+    # Capped so that pre-copy converges in about 15 s (32 MiB/s written, 40 MiB/s sent).
+    ("precopy", {"walm_max_bandwidth_mib_s": 40}, "active"),
+    ("postcopy", {"walm_max_postcopy_bandwidth_mib_s": 16}, "postcopy-active"),
+])
+def test_controller_killed_mid_migration_then_rerun_finishes(vm, method, extra, phase):
+    start_vm(vm, "verify", VERIFY)
+    wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
+    ev = dict(extra, walm_method=method, walm_timeout_s=120)
+    proc, _ = _start_controller(vm, ev)
+    try:
+        # The source's monitor is the migrating module's: watch the destination's.
+        wait_until(lambda: _migration_status("walm-dst", vm) == phase, 120, "%s on the destination" % phase)
+        time.sleep(2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The migration goes on inside QEMU without its controller. A rerun while it moves is refused, touching nothing
+    # (unless the migration ended while the rerun started up: then it finishes it, as below).
+    early, result = migrate(vm, ev, check=False)
+    if result["whereabouts"] != "finish":
+        assert early.returncode != 0, early.stdout[-5000:]
+        assert result["whereabouts"] == "wait" and "Wait for it to end" in early.stdout, early.stdout[-3000:]
+        assert pid_running("walm-src", vm) and pid_running("walm-dst", vm)
+        wait_until(lambda: _migration_status("walm-dst", vm) in ("completed", "failed", None), 180,
+                   "the orphaned migration to end")
+        assert _migration_status("walm-dst", vm) == "completed"
+        wait_until(lambda: _migration_status("walm-src", vm) == "completed", 60, "the source's monitor to be free")
+        # The state the old playbook turned into two running copies: the source postmigrate, the destination
+        # running. The rerun finishes the migration.
+        rerun, result = migrate(vm, ev, check=False)
+    else:
+        rerun = early
+    assert rerun.returncode == 0, rerun.stdout[-4000:]
+    assert result["status"] == "completed" and result["whereabouts"] == "finish", result
+    assert "had completed" in rerun.stdout
+    assert_intact_on_destination(vm)
+    # A third run finds the work done and changes nothing.
+    again, result = migrate(vm, ev, check=False)
+    assert again.returncode == 0 and result["whereabouts"] == "done" and result["changed"] is False, result
+    assert running_copies(vm) == ["walm-dst"]
+
+
+@pytest.mark.parametrize("stagger_s", [0, 3])
+def test_two_runs_of_one_vm_one_migrates_the_other_refuses(vm, stagger_s):
+    start_vm(vm, "verify", VERIFY)
+    wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
+    ev = {"walm_method": "precopy", "walm_max_bandwidth_mib_s": 48, "walm_timeout_s": 120}
+    outcomes = [None, None]
+
+    def run(i):
+        outcomes[i] = migrate(vm, ev, check=False)
+
+    first = threading.Thread(target=run, args=(0,))
+    second = threading.Thread(target=run, args=(1,))
+    first.start()
+    time.sleep(stagger_s)
+    second.start()
+    first.join(600)
+    second.join(600)
+    results = [r for _, r in outcomes]
+    migrated = [r for r in results if r and r.get("whereabouts") == "migrate" and r.get("status") == "completed"]
+    assert len(migrated) == 1, [(p.returncode, r) for p, r in outcomes]
+    other = [o for o in outcomes if o[1] is not migrated[0]][0]
+    proc, res = other
+    # The other run either refused (a migration under way, the VM busy) or found the work done; it touched nothing
+    # the first run needed.
+    assert res["whereabouts"] in ("wait", "refuse", "done", "finish"), (proc.stdout[-3000:], res)
+    assert res.get("rolled_back") is not True, res
+    assert_intact_on_destination(vm)
