@@ -13,7 +13,7 @@ import math
 import re
 import time
 
-from . import vmhost, vmlock
+from . import migration_tls, vmhost, vmlock
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
 from .vmdef import HostPaths
@@ -211,7 +211,8 @@ class Migration(object):
     def __init__(self, vm, qmp_socket, destination_uri, method="precopy", max_bandwidth_mib_s=0,
                  downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
                  switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None,
-                 resume=False, check_mode_without_destination=False, allow_unsafe_uri=False):
+                 resume=False, check_mode_without_destination=False, allow_unsafe_uri=False,
+                 tls_dir=None, tls_hostname=None):
         without_destination = check_mode_without_destination and not destination_uri
         req = check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
                             max_postcopy_bandwidth_mib_s, timeout_s,
@@ -244,6 +245,9 @@ class Migration(object):
         # resume: continue a post-copy that broke (both sides postcopy-paused) through a destination that
         # listens again after migrate-recover.
         self.resume = bool(resume)
+        # This host's certificates (migration_tls); None migrates in clear. A resume keeps the channel it had.
+        self.tls_dir = tls_dir
+        self.tls_hostname = tls_hostname
 
     def parameters(self):
         # 0 means "as fast as the link goes": QEMU has no 'unlimited', so give it far more than any NIC.
@@ -300,6 +304,7 @@ class Migration(object):
                 "capabilities": caps, "parameters": self.parameters(),
                 "switch_after_passes": self.switch_after_passes, "source_status_before": status_before,
             }
+            result["tls"] = migration_tls.configure_source(qmp, self.tls_dir, self.tls_hostname, check_mode)
             if check_mode:
                 result.update(status="would-migrate", changed=True)
                 return result
@@ -474,7 +479,8 @@ def migrate_vm(params, check_mode=False):
                           capabilities=params.get("capabilities"), resume=params.get("resume", False),
                           # In check mode the destination was only validated, so there is no URI to check yet.
                           check_mode_without_destination=check_mode,
-                          allow_unsafe_uri=params.get("allow_unsafe_uri", False))
+                          allow_unsafe_uri=params.get("allow_unsafe_uri", False),
+                          tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"))
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from . import discovery, eventlog, vmhost
+from . import discovery, eventlog, migration_tls, vmhost
 from .errors import WalmError
 from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
@@ -168,13 +168,14 @@ class VMService(object):
             qmp.execute("cont")
 
     def incoming(self, definition, listen_address, listen_port=0, method="precopy", on_timeout="abort",
-                 source_qemu_version=None):
+                 source_qemu_version=None, tls_dir=None, tls_allowed_clients=None):
         if not definition:
             raise WalmError("state incoming needs the source's definition (from walm_vm_info on the source)")
         if not listen_address:
             raise WalmError("state incoming needs listen_address: the destination address the source connects to")
         own_version = vmhost.qemu_version(self.qemu_binary)[0]
         caps = capabilities_for(method, on_timeout, [own_version, tuple(source_qemu_version or own_version)])
+        tls = migration_tls.settings("server", tls_dir, allowed_clients=tls_allowed_clients)
         pid = vmhost.running_pid(self.paths)
         if pid:
             status = vmhost.qmp_status(self.name, self.paths)
@@ -184,14 +185,15 @@ class VMService(object):
                     raise WalmError("VM '%s' already waits here for a migration, prepared with capabilities %s; "
                                     "this request needs %s: stop it (state: stopped) and prepare it again"
                                     % (self.name, record.get("capabilities"), caps))
-                return self.result(incoming_uri=record["incoming_uri"], capabilities=caps,
+                migration_tls.check_waiting(self.name, self.paths.qmp_socket, record, tls)
+                return self.result(incoming_uri=record["incoming_uri"], capabilities=caps, tls=tls,
                                    definition_sha256=record.get("definition_sha256"))
             raise WalmError("VM '%s' already runs on this host (status %s): a destination must not have it; stop "
                             "it first if it is a leftover" % (self.name, status), status=status)
         d = self._prepare(definition, for_incoming=True)
         if self.check_mode:
             self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
-            return self.result(incoming_uri=None, capabilities=caps, definition_sha256=fingerprint(d))
+            return self.result(incoming_uri=None, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
         self.actions.append("start VM %s in incoming mode" % self.name)
         self.changed = True
         pid, argv = self._start(d, incoming=True)
@@ -199,15 +201,15 @@ class VMService(object):
             events_note = eventlog.start(self.paths)
             with QMP(self.name, self.paths.qmp_socket) as qmp:
                 set_capabilities(qmp, caps)
-                qmp.execute("migrate-incoming", {"uri": tcp_uri(listen_address, listen_port)})
+                channel = migration_tls.listen(qmp, tcp_uri(listen_address, listen_port), own_version, tls)
                 uri = self._bound_uri(qmp, listen_address, listen_port)
             self._record(d, argv, "incoming", incoming_uri=uri, method=method, capabilities=caps,
-                         event_log_note=events_note)
+                         event_log_note=events_note, **channel)
         except Exception:
             # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
             vmhost.stop_qemu(self.name, self.paths)
             raise
-        return self.result(incoming_uri=uri, capabilities=caps, definition_sha256=fingerprint(d))
+        return self.result(incoming_uri=uri, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
 
     def recover(self, listen_address, listen_port=0):
         """Destination side of post-copy recovery: listen again for the source's 'migrate resume'."""

@@ -104,6 +104,25 @@ options:
         Capabilities and parameters are left as they are.
     type: bool
     default: false
+  tls_dir:
+    description:
+      - This host's directory of migration certificates, as the role C(walm.qemu.migration_tls) installs it
+        (C(ca-cert.pem), C(client-cert.pem) and C(client-key.pem) are read). The stream is then encrypted, and
+        the destination's certificate must be signed by the same CA and carry O(tls_hostname). The destination
+        must have been prepared with TLS too (M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:tls_dir)); a
+        mismatch fails the migration at once and the VM keeps running here.
+      - A missing or unreadable file fails the task before anything is changed, naming the file; check mode
+        checks the files too.
+      - Unset migrates in clear, and first removes TLS settings an earlier migration left on this QEMU (a VM that
+        arrived here by TLS keeps its destination's settings).
+      - With O(resume=true) the interrupted migration's channel is used again and this option is ignored.
+    type: path
+  tls_hostname:
+    description:
+      - With O(tls_dir), the name or address the destination's certificate must carry (subjectAltName).
+      - Unset, the host of O(destination_uri) is checked, the destination's migration address, which
+        C(walm.qemu.migration_tls) puts in every host's certificate.
+    type: str
   capabilities:
     description:
       - The capabilities the destination was prepared with (C(capabilities) returned by M(walm.qemu.walm_vm)
@@ -248,6 +267,11 @@ parameters:
   description: Migration parameters set on the source (C(max-bandwidth) in bytes/s, C(downtime-limit) in ms).
   returned: always
   type: dict
+tls:
+  description: The channel's TLS on this side (C(endpoint) V(client), C(dir), C(hostname); a null C(hostname) means
+    the host of O(destination_uri)), or null when the stream went in clear.
+  returned: unless resume
+  type: dict
 error:
   description: Why the migration failed, or null.
   returned: always
@@ -273,6 +297,8 @@ def main():
             max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
             capabilities=dict(type="dict"),
             resume=dict(type="bool", default=False),
+            tls_dir=dict(type="path"),
+            tls_hostname=dict(type="str"),
             expected_definition_sha256=dict(type="str"),
             max_bandwidth_mib_s=dict(type="float", default=0),
             downtime_limit_ms=dict(type="int", default=300),

@@ -176,6 +176,29 @@ options:
         this host.
     type: list
     elements: int
+  tls_dir:
+    description:
+      - With O(state=incoming), this host's directory of migration certificates, as the role
+        C(walm.qemu.migration_tls) installs it (C(ca-cert.pem), C(server-cert.pem) and C(server-key.pem) are
+        read). The destination then accepts only a TLS connection from a peer whose certificate the same CA
+        signed (and, with O(tls_allowed_clients), whose name is listed); the source must migrate with
+        M(walm.qemu.walm_migrate) O(walm.qemu.walm_migrate#module:tls_dir) set.
+      - A peer that fails the handshake or the certificate check is refused and logged, and the destination goes
+        on waiting for the real source. Without TLS the destination takes the first TCP connection, whatever it
+        sends.
+      - A missing or unreadable file fails the task before QEMU is started, naming the file; check mode checks the
+        files too.
+      - Unset (the default) listens in clear. The role C(walm.qemu.incoming_destination) sets it when the inventory
+        gives the destination a C(walm_tls_dir).
+    type: path
+  tls_allowed_clients:
+    description:
+      - With O(tls_dir), the client certificates' distinguished names that may migrate into this VM, as QEMU
+        reads them (RFC 4514, for example V(CN=hv1) for the certificate C(walm.qemu.migration_tls) issued to
+        inventory host V(hv1)); any other certificate is refused even if the CA signed it (QEMU C(tls-authz)).
+      - Unset or empty admits any certificate the CA signed.
+    type: list
+    elements: str
   wait_running_s:
     description: With O(state=started), how long to wait for a VM that is receiving a migration to run.
     type: float
@@ -198,6 +221,11 @@ options:
     default: qemu-system-x86_64
 notes:
   - Check mode reports what would be done and touches nothing.
+  - With O(state=incoming) on QEMU 9.1 and later, C(migrate-incoming) runs with C(exit-on-error) off. A peer
+    refused at the TLS handshake never reaches the migration stream, so the destination goes on waiting either way;
+    a stream that fails to load leaves the destination QEMU alive with the reason in C(query-migrate), but no
+    longer listening, and O(state=incoming) then refuses to reuse it (stop it and prepare it again). On older QEMU
+    such a destination exits.
   - Records are written to a new file and renamed into place, never through a symlink. A QEMU killed without
     cleaning up (SIGKILL, a crash) leaves its pidfile and QMP sockets; they are removed when the VM is next started,
     prepared or stopped here. Starting is refused while a QEMU of this VM still runs, even one whose pidfile is
@@ -264,6 +292,12 @@ capabilities:
   returned: when state is incoming
   type: dict
   sample: {"events": true, "return-path": true, "postcopy-ram": true, "postcopy-preempt": true}
+tls:
+  description: With O(state=incoming), the channel's TLS here (C(endpoint) V(server), C(dir), C(allowed_clients)),
+    or null when the destination listens in clear. It is kept in the VM's record.
+  returned: when state is incoming
+  type: dict
+  sample: {"endpoint": "server", "dir": "/etc/walm/tls", "allowed_clients": ["CN=hv1"]}
 vm:
   description: The VM as this host sees it afterwards.
   returned: always
@@ -316,6 +350,8 @@ def main():
             migration_method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
             source_qemu_version=dict(type="list", elements="int"),
+            tls_dir=dict(type="path"),
+            tls_allowed_clients=dict(type="list", elements="str"),
             wait_running_s=dict(type="float", default=0),
             force_resume=dict(type="bool", default=False),
             lock_wait_s=dict(type="float", default=30),
@@ -348,7 +384,8 @@ def _apply(service, p):
         return service.started(p["definition"], p["wait_running_s"], p["force_resume"])
     if p["state"] == "incoming":
         return service.incoming(p["definition"], p["listen_address"], p["listen_port"],
-                                p["migration_method"], p["on_timeout"], p["source_qemu_version"])
+                                p["migration_method"], p["on_timeout"], p["source_qemu_version"],
+                                p["tls_dir"], p["tls_allowed_clients"])
     if p["state"] == "recover":
         return service.recover(p["listen_address"], p["listen_port"])
     return service.stopped()

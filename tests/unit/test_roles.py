@@ -514,3 +514,21 @@ def test_migration_tls_needs_walm_tls_dir(tmp_path):
     rc, out = playbook(inv, book)
     assert rc != 0 and "Set walm_tls_dir in the inventory for hv1" in out.replace("\n", " "), out[-3000:]
     assert not (tmp_path / "ca").exists()
+
+
+def test_incoming_destination_refuses_tls_on_one_side_only(tmp_path):
+    dst_dir = tmp_path / "dst"
+    inv = local_inventory(tmp_path, {"hv1": {"walm_state_dir": str(tmp_path / "src")},
+                                     "hv2": {"walm_state_dir": str(dst_dir), "walm_tls_dir": str(tmp_path / "tls")}})
+    book = write(tmp_path / "half.yml", """\
+        - hosts: hv2
+          gather_facts: false
+          roles:
+            - role: walm.qemu.incoming_destination
+              incoming_destination_vm: vm1
+              incoming_destination_source: hv1
+        """)
+    rc, out = playbook(inv, book)
+    assert rc != 0
+    assert "walm_tls_dir is set for hv2 but not for hv1" in out.replace("\n", " "), out[-3000:]
+    assert not dst_dir.exists(), "the destination was touched"
