@@ -20,12 +20,16 @@ import subprocess
 import sys
 import time
 
+from .errors import WalmError
 from .qmp import event_time_s
 
-# Started as `python -c LOGGER SOCKET LOG`; writes {"walm": "connected"} once events flow, then the events.
+# Started as `python -c LOGGER SOCKET LOG CONTROL`; writes {"walm": "connected"} once events flow, then the events.
+# It also serves CONTROL, a unix socket through which walm_vm sends out-of-band commands (exec-oob) on this already
+# negotiated monitor: one JSON line {"exec-oob": ..., "arguments": ...} in, QEMU's reply line out.
 LOGGER = r"""
-import json, socket, sys, time
+import json, os, socket, sys, threading, time
 sock_path, log_path = sys.argv[1], sys.argv[2]
+ctl_path = sys.argv[3] if len(sys.argv) > 3 else None
 deadline = time.time() + 30
 while True:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -38,14 +42,79 @@ while True:
             sys.exit(1)
         time.sleep(0.02)
 f = s.makefile("rwb", buffering=0)
-f.readline()
-f.write(b'{"execute": "qmp_capabilities"}\n')
+greeting = json.loads(f.readline() or b"{}")
+oob = "oob" in greeting.get("QMP", {}).get("capabilities", [])
+f.write(json.dumps({"execute": "qmp_capabilities",
+                    "arguments": {"enable": ["oob"]} if oob else {}}).encode() + b"\n")
+write_lock = threading.Lock()
+pending = {}
+
+
+def serve(conn, n):
+    try:
+        conn.settimeout(5)
+        req = json.loads(conn.makefile("rb").readline() or b"{}")
+        wait_s = float(req.pop("walm_timeout_s", 10))
+        if "exec-oob" not in req:
+            raise ValueError("only exec-oob commands are served here")
+        ident = "walm-ctl-%d" % n
+        req["id"] = ident
+        box = pending[ident] = [threading.Event(), None]
+        with write_lock:
+            f.write(json.dumps(req).encode() + b"\n")
+        if box[0].wait(wait_s):
+            conn.sendall(box[1].rstrip(b"\r\n") + b"\n")
+        else:
+            conn.sendall(b'{"walm": "no reply"}\n')
+    except Exception as exc:
+        try:
+            conn.sendall(json.dumps({"walm": "error", "desc": str(exc)}).encode() + b"\n")
+        except Exception:
+            pass
+    finally:
+        conn.close()
+
+
+def control():
+    try:
+        os.unlink(ctl_path)
+    except OSError:
+        pass
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(ctl_path)
+    os.chmod(ctl_path, 0o600)
+    srv.listen(4)
+    n = 0
+    while True:
+        conn, _ = srv.accept()
+        n += 1
+        threading.Thread(target=serve, args=(conn, n), daemon=True).start()
+
+
+connected = False
 with open(log_path, "ab", buffering=0) as log:
     for line in f:
-        if line.startswith(b'{"return"'):
-            log.write(json.dumps({"walm": "connected", "time": time.time()}).encode() + b"\n")
+        if not connected and line.startswith(b'{"return"'):
+            connected = True
+            log.write(json.dumps({"walm": "connected", "time": time.time(), "oob": oob}).encode() + b"\n")
+            if ctl_path and oob:
+                threading.Thread(target=control, daemon=True).start()
         elif b'"event"' in line:
             log.write(line.rstrip(b"\r\n") + b"\n")
+        elif b'"id"' in line:
+            try:
+                ident = json.loads(line).get("id")
+            except ValueError:
+                continue
+            box = pending.pop(ident, None)
+            if box:
+                box[1] = line
+                box[0].set()
+if ctl_path:
+    try:
+        os.unlink(ctl_path)
+    except OSError:
+        pass
 """
 
 
@@ -60,7 +129,8 @@ def start(paths, timeout_s=10.0):
     os.close(os.open(paths.event_log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     old_umask = os.umask(0o077)
     try:
-        subprocess.Popen([sys.executable or "python3", "-c", LOGGER, paths.events_socket, paths.event_log],
+        subprocess.Popen([sys.executable or "python3", "-c", LOGGER, paths.events_socket, paths.event_log,
+                          paths.control_socket],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          close_fds=True, start_new_session=True)
     except OSError as exc:
@@ -103,7 +173,56 @@ def resumed_at(paths):
     return first_event_time(read(paths), "RESUME")
 
 
+def last_migration_status(paths):
+    """The status of the last MIGRATION event this QEMU sent (None when none was logged): the migration's state
+    without asking QEMU, whose main loop may be blocked."""
+    status = None
+    for e in read(paths):
+        if e.get("event") == "MIGRATION":
+            status = (e.get("data") or {}).get("status", status)
+    return status
+
+
+def control_ready(paths):
+    """Whether the logger serves out-of-band commands (QEMU offered 'oob' and the control socket exists)."""
+    return os.path.exists(paths.control_socket) and any(e.get("walm") == "connected" and e.get("oob")
+                                                         for e in read(paths))
+
+
+def execute_oob(paths, command, arguments=None, timeout_s=10.0):
+    """Run an out-of-band QMP command through the logger's control socket; returns QEMU's 'return' value.
+
+    Out-of-band commands run in the monitor's own thread, so they are answered even while QEMU's main loop is
+    blocked (a destination whose main thread waits for a guest page that a broken post-copy will not deliver)."""
+    import socket
+    req = {"exec-oob": command, "walm_timeout_s": timeout_s}
+    if arguments:
+        req["arguments"] = arguments
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout_s + 5)
+    try:
+        s.connect(paths.control_socket)
+        s.sendall(json.dumps(req).encode() + b"\n")
+        line = s.makefile("rb").readline()
+    except (OSError, IOError) as exc:
+        raise WalmError("VM '%s': out-of-band %s through %s failed: %s" % (paths.name, command,
+                                                                          paths.control_socket, exc))
+    finally:
+        s.close()
+    try:
+        reply = json.loads(line or b"{}")
+    except ValueError:
+        reply = {}
+    if "return" in reply:
+        return reply["return"]
+    if "error" in reply:
+        raise WalmError("VM '%s': QEMU refused out-of-band %s: %s" % (paths.name, command,
+                                                                     reply["error"].get("desc")))
+    raise WalmError("VM '%s': no reply to out-of-band %s within %.0f s (%s)" % (paths.name, command, timeout_s,
+                                                                                reply or "connection closed"))
+
+
 def remove(paths):
-    for f in (paths.event_log, paths.events_socket):
+    for f in (paths.event_log, paths.events_socket, paths.control_socket):
         if os.path.exists(f):
             os.unlink(f)

@@ -26,6 +26,8 @@ MIB = 1024 * 1024
 ACTIVE_STATES = ("setup", "active", "device", "pre-switchover", "postcopy-active", "postcopy-paused",
                  "postcopy-recover", "postcopy-recover-setup", "wait-unplug", "cancelling", "colo")
 FINAL_STATES = ("completed", "failed", "cancelled")
+# A resumed post-copy still connecting to the destination.
+RESUMING = ("postcopy-recover-setup", "postcopy-recover")
 POSTCOPY_STATES = ("postcopy-active", "postcopy-paused", "postcopy-recover", "postcopy-recover-setup")
 # postcopy-preempt (faulted pages on their own channel, ahead of the background stream) exists since QEMU 8.0.
 PREEMPT_MIN_VERSION = (8, 0, 0)
@@ -212,7 +214,7 @@ class Migration(object):
                  downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
                  switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None,
                  resume=False, check_mode_without_destination=False, allow_unsafe_uri=False,
-                 tls_dir=None, tls_hostname=None):
+                 tls_dir=None, tls_hostname=None, resume_timeout_s=60):
         without_destination = check_mode_without_destination and not destination_uri
         req = check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
                             max_postcopy_bandwidth_mib_s, timeout_s,
@@ -245,6 +247,11 @@ class Migration(object):
         # resume: continue a post-copy that broke (both sides postcopy-paused) through a destination that
         # listens again after migrate-recover.
         self.resume = bool(resume)
+        # A resume whose connection is never taken up (a destination stuck, a link still down) is paused again after
+        # this long, so recovery attempts are bounded and can be repeated.
+        if resume_timeout_s is None or float(resume_timeout_s) <= 0:
+            raise WalmError("resume_timeout_s must be positive")
+        self.resume_timeout_s = float(resume_timeout_s)
         # This host's certificates (migration_tls); None migrates in clear. A resume keeps the channel it had.
         self.tls_dir = tls_dir
         self.tls_hostname = tls_hostname
@@ -277,9 +284,24 @@ class Migration(object):
         v = qmp.execute("query-version")["qemu"]
         return capabilities_for(self.method, self.on_timeout, [(v["major"], v["minor"], v["micro"])])
 
+    def _pause_again(self, qmp):
+        """Take a resume that did not get through back to postcopy-paused (migrate-pause); returns the status."""
+        try:
+            qmp.execute("migrate-pause")
+        except QMPFailure:
+            pass  # QEMU accepts it only in postcopy-active or postcopy-recover; the status below says where it is
+        deadline = time.time() + 10
+        status = qmp.execute("query-migrate").get("status")
+        while status != "postcopy-paused" and status not in FINAL_STATES and time.time() < deadline:
+            time.sleep(0.2)
+            status = qmp.execute("query-migrate").get("status")
+        return status
+
     def _run_resume(self, qmp, check_mode):
         status = qmp.execute("query-migrate").get("status")
-        if status != "postcopy-paused":
+        # An earlier resume still connecting, or already through: follow it rather than start another.
+        follow = status in RESUMING + ("postcopy-active",)
+        if status != "postcopy-paused" and not follow:
             raise WalmError("VM '%s': resume needs a post-copy migration paused by a broken link (postcopy-paused), "
                             "but its migration is %s" % (self.vm, status or "not started"))
         result = {"method": self.method, "destination_uri": self.destination_uri, "on_timeout": self.on_timeout,
@@ -288,7 +310,7 @@ class Migration(object):
         if check_mode:
             result.update(status="would-resume", changed=True)
             return result
-        result.update(self._migrate(qmp))
+        result.update(self._migrate(qmp, send=not follow))
         result["changed"] = True
         return result
 
@@ -320,7 +342,7 @@ class Migration(object):
         qmp.execute("migrate-start-postcopy")
         return {"postcopy_requested_ms": int((time.time() - t0) * 1000), "postcopy_reason": why}
 
-    def _migrate(self, qmp):
+    def _migrate(self, qmp, send=True):
         t0 = time.time()
         snapshots = []
         stop_ts = None
@@ -329,7 +351,8 @@ class Migration(object):
         if self.resume:
             args["resume"] = True
         try:
-            qmp.execute("migrate", args)
+            if send:
+                qmp.execute("migrate", args)
         except QMPFailure as exc:
             if self.resume:
                 raise WalmError("VM '%s': QEMU refused to resume the post-copy migration: %s" % (self.vm, exc))
@@ -361,6 +384,21 @@ class Migration(object):
                 # its memory still here. Report it so the caller can recover (migrate-recover + resume).
                 return self._paused(qmp, info, t0, snapshots, switch, stop_ts)
             left_paused = True
+            if self.resume and status in RESUMING and time.time() - t0 > self.resume_timeout_s:
+                now = self._pause_again(qmp)
+                if now not in RESUMING + ("postcopy-paused",):
+                    continue  # it got through meanwhile (or ended): follow it
+                info = qmp.execute("query-migrate")
+                if now == "postcopy-paused":
+                    result = self._paused(qmp, info, t0, snapshots, switch, stop_ts)
+                else:
+                    # QEMU takes no migrate-pause while it still connects: report where it is, bounded.
+                    result = self._result(qmp, info, t0, snapshots, switch, stop_ts, 0, status=now)
+                result["error"] = ("the destination did not take up the resumed migration within %d s (status %s, "
+                                   "now %s); nothing was cancelled and the guest is intact on both hosts: recover "
+                                   "again once the destination listens and the link works"
+                                   % (self.resume_timeout_s, status, now))
+                return result
             if not switch and status == "active" and self._switch_at_sync is not None \
                     and snap["pass"] >= self._switch_at_sync:
                 switch = self._start_postcopy(qmp, t0, "after %d complete pre-copy passes" % self.switch_after_passes
@@ -480,7 +518,8 @@ def migrate_vm(params, check_mode=False):
                           # In check mode the destination was only validated, so there is no URI to check yet.
                           check_mode_without_destination=check_mode,
                           allow_unsafe_uri=params.get("allow_unsafe_uri", False),
-                          tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"))
+                          tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"),
+                          resume_timeout_s=params.get("resume_timeout_s", 60))
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from . import discovery, eventlog, migration_tls, vmhost
+from . import discovery, eventlog, migration_tls, vmhost, vmlock
 from .errors import WalmError
 from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
@@ -21,6 +21,8 @@ from .vmdef import HostPaths, fingerprint, normalize
 
 # A QEMU whose monitor does not answer within this is reported "unreachable", not waited for.
 INFO_QMP_TIMEOUT_S = 5
+# Post-copy recovery talks to a QEMU that may be stuck: every wait is bounded by this.
+RECOVER_QMP_TIMEOUT_S = 10
 
 
 class VMService(object):
@@ -52,7 +54,10 @@ class VMService(object):
                     status = qmp.execute("query-status")["status"]
                     migration_status = qmp.execute("query-migrate").get("status")
             except QMPFailure as exc:
-                status = "unreachable: %s" % exc
+                # QEMU serves one QMP client at a time: a migration under way holds the monitor (and the lock).
+                busy = vmlock.holder(self.paths.state_dir, self.name)
+                status = ("busy: %s (pid %s) holds the VM" % (busy.get("what"), busy.get("pid", "?")) if busy
+                          else "unreachable: %s" % exc)
         out = {"name": self.name, "pid": pid, "running": bool(pid), "status": status,
                "migration_status": migration_status}
         out.update(self.paths.as_dict())
@@ -212,26 +217,60 @@ class VMService(object):
         return self.result(incoming_uri=uri, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
 
     def recover(self, listen_address, listen_port=0):
-        """Destination side of post-copy recovery: listen again for the source's 'migrate resume'."""
+        """Destination side of post-copy recovery: listen again for the source's 'migrate resume'.
+
+        While the post-copy stream is broken, this QEMU's main loop may be blocked on a guest page that will not
+        come, and then its monitor answers no in-band command. The event logger holds a monitor negotiated with
+        out-of-band support since the QEMU started: through it, `migrate-recover` runs in the monitor's own thread
+        (its listener then accepts the source there too), and the migration's state is read from the events QEMU
+        already sent. In-band QMP is used only where QEMU offered no out-of-band support."""
         if not listen_address:
             raise WalmError("state recover needs listen_address: the destination address the source connects to")
         if not vmhost.running_pid(self.paths):
             raise WalmError("VM '%s' does not run on this host: there is nothing to recover here" % self.name)
-        with QMP(self.name, self.paths.qmp_socket) as qmp:
-            status = qmp.execute("query-migrate").get("status")
-            record = vmhost.read_record(self.paths) or {}
-            if status in ("postcopy-recover", "postcopy-recover-setup") and record.get("recover_uri"):
-                return self.result(recover_uri=record["recover_uri"], migration_status=status)
-            if status != "postcopy-paused":
-                raise WalmError("VM '%s' has no paused post-copy migration to recover (migration status %s)"
-                                % (self.name, status or "none"), migration_status=status)
-            uri = tcp_uri(listen_address, int(listen_port) or _free_port(listen_address))
-            self._act("listen for the resumed migration on %s (migrate-recover)" % uri,
-                      qmp.execute, "migrate-recover", {"uri": uri})
+        record = vmhost.read_record(self.paths) or {}
+        oob = eventlog.control_ready(self.paths)
+        status = self._migration_status(oob)
+        if status in ("postcopy-recover", "postcopy-recover-setup") and record.get("recover_uri"):
+            return self.result(recover_uri=record["recover_uri"], migration_status=status)
+        if status != "postcopy-paused":
+            raise WalmError("VM '%s' has no paused post-copy migration to recover (migration status %s)"
+                            % (self.name, status or "none"), migration_status=status)
+        uri = tcp_uri(listen_address, int(listen_port) or _free_port(listen_address))
+        try:
+            if oob:
+                self._act("listen for the resumed migration on %s (migrate-recover, out-of-band)" % uri,
+                          eventlog.execute_oob, self.paths, "migrate-recover", {"uri": uri}, RECOVER_QMP_TIMEOUT_S)
+            else:
+                self._act("listen for the resumed migration on %s (migrate-recover)" % uri, self._qmp_execute,
+                          "migrate-recover", {"uri": uri})
+        except WalmError as exc:
+            # An earlier attempt's listener is still up (its source did not get through): use it again.
+            if "already" in str(exc) and record.get("recover_uri"):
+                self.actions.append("already listening on %s since an earlier attempt" % record["recover_uri"])
+                return self.result(recover_uri=record["recover_uri"], migration_status=status, out_of_band=oob)
+            raise
         if not self.check_mode:
             record["recover_uri"] = uri
             vmhost.write_record(self.paths, record)
-        return self.result(recover_uri=uri, migration_status=status)
+        return self.result(recover_uri=uri, migration_status=status, out_of_band=oob)
+
+    def _migration_status(self, oob):
+        """query-migrate, or with out-of-band support and a monitor that does not answer, the last MIGRATION
+        event's status."""
+        try:
+            with QMP(self.name, self.paths.qmp_socket, RECOVER_QMP_TIMEOUT_S) as qmp:
+                return qmp.execute("query-migrate").get("status")
+        except QMPFailure as exc:
+            if not oob:
+                raise WalmError("VM '%s': its monitor does not answer (%s) and it has no out-of-band monitor to "
+                                "recover through; once the link works the migration may resume by itself, "
+                                "else the guest waits on both hosts: do not stop either QEMU" % (self.name, exc))
+            return eventlog.last_migration_status(self.paths)
+
+    def _qmp_execute(self, command, arguments):
+        with QMP(self.name, self.paths.qmp_socket, RECOVER_QMP_TIMEOUT_S) as qmp:
+            return qmp.execute(command, arguments)
 
     def _bound_uri(self, qmp, address, listen_port):
         """The URI the source must use; with port 0 QEMU picks a free port and reports it."""

@@ -167,6 +167,8 @@ class HostPaths(object):
         # An incoming QEMU's second monitor and the log of its events (eventlog.py).
         self.events_socket = os.path.join(state_dir, name + ".events.qmp")
         self.event_log = os.path.join(state_dir, name + ".events.log")
+        # The logger's control socket: out-of-band QMP commands on its monitor (post-copy recovery).
+        self.control_socket = os.path.join(state_dir, name + ".events.ctl")
 
     def as_dict(self):
         return {"state_dir": self.state_dir, "qmp_socket": self.qmp_socket, "pidfile": self.pidfile,

@@ -310,7 +310,8 @@ def stale_files(paths):
     """
     if running_pid(paths) or vm_processes(paths):
         return []
-    return [f for f in (paths.pidfile, paths.qmp_socket, paths.events_socket) if os.path.lexists(f)]
+    return [f for f in (paths.pidfile, paths.qmp_socket, paths.events_socket, paths.control_socket)
+            if os.path.lexists(f)]
 
 
 def remove_stale_files(paths):

@@ -102,8 +102,16 @@ options:
       - Resume a post-copy migration that a broken link paused (C(postcopy-paused) on both sides) to
         O(destination_uri), where the destination listens again (M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:state=recover)).
         Capabilities and parameters are left as they are.
+      - A migration left in C(postcopy-recover) by an earlier resume that never got through is paused again first.
     type: bool
     default: false
+  resume_timeout_s:
+    description:
+      - With O(resume=true), how long the destination may take to take up the resumed migration (status
+        C(postcopy-recover-setup) or C(postcopy-recover)). Past it the migration is paused again (C(migrate-pause))
+        and RV(status) is C(postcopy-paused), so the caller can recover again; nothing is cancelled.
+    type: float
+    default: 60
   tls_dir:
     description:
       - This host's directory of migration certificates, as the role C(walm.qemu.migration_tls) installs it
@@ -297,6 +305,7 @@ def main():
             max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
             capabilities=dict(type="dict"),
             resume=dict(type="bool", default=False),
+            resume_timeout_s=dict(type="float", default=60),
             tls_dir=dict(type="path"),
             tls_hostname=dict(type="str"),
             expected_definition_sha256=dict(type="str"),

@@ -286,6 +286,13 @@ recover_uri:
   description: With O(state=recover), the URI the source must resume the migration to.
   returned: when state is recover
   type: str
+out_of_band:
+  description:
+    - With O(state=recover), whether C(migrate-recover) went through the event logger's out-of-band monitor
+      (QMP C(exec-oob)), which answers even while the destination QEMU's main loop is blocked on a missing guest
+      page. False where QEMU offered no out-of-band support; the in-band monitor was used, with a 10 s bound.
+  returned: when state is recover and a recovery was started
+  type: bool
 capabilities:
   description: With O(state=incoming), the migration capabilities set here; pass them to M(walm.qemu.walm_migrate)
     so both sides agree.

@@ -61,3 +61,22 @@ def test_reading_a_log_with_a_torn_line(tmp_path):
     assert len(eventlog.read(paths)) == 3
     os.unlink(paths.event_log)
     assert eventlog.resumed_at(paths) is None
+
+
+def test_out_of_band_commands_through_the_logger(tmp_path):
+    """The logger negotiated 'oob' and serves exec-oob on its monitor: QEMU answers migrate-pause (refused here, as
+    no post-copy runs) and the migration's state is read from the events it sent."""
+    dst = VMService("ev3", str(tmp_path / "dst"))
+    try:
+        dst.incoming(dict(DEFINITION, name="ev3", machine=vmhost.resolve_machine("q35")), "127.0.0.1")
+        assert eventlog.control_ready(dst.paths)
+        assert stat.S_IMODE(os.lstat(dst.paths.control_socket).st_mode) == 0o600
+        try:
+            eventlog.execute_oob(dst.paths, "migrate-pause", timeout_s=5)
+            raise AssertionError("QEMU accepted migrate-pause with no post-copy under way")
+        except Exception as exc:  # noqa: BLE001 - the refusal is QEMU's own words, passed through
+            assert "refused out-of-band migrate-pause" in str(exc) and "postcopy" in str(exc), exc
+        assert eventlog.last_migration_status(dst.paths) == "setup"
+    finally:
+        dst.stopped()
+    assert not os.path.exists(dst.paths.control_socket)
