@@ -136,3 +136,26 @@ def test_two_runs_of_one_vm_one_migrates_the_other_refuses(vm, stagger_s):
     assert res["whereabouts"] in ("wait", "refuse", "done", "finish"), (proc.stdout[-3000:], res)
     assert res.get("rolled_back") is not True, res
     assert_intact_on_destination(vm)
+
+
+BAD_PARAMETERS = [
+    {"walm_timeout_s": 0},
+    {"walm_max_bandwidth_mib_s": -5},
+    {"walm_downtime_limit_ms": 0},
+    {"walm_downtime_limit_ms": 10 ** 9},
+    {"walm_switch_after_passes": 0, "walm_method": "hybrid"},
+    {"walm_method": "fastest"},
+]
+
+
+def test_bad_parameters_are_refused_before_any_qemu_starts(vm):
+    start_vm(vm, "idle")
+    src_pid = pid_running("walm-src", vm)
+    for bad in BAD_PARAMETERS:
+        proc, _ = migrate(vm, bad, check=False)
+        assert proc.returncode != 0, bad
+        assert "refused before anything was started" in proc.stdout, (bad, proc.stdout[-2000:])
+        assert "TASK [Prepare the destination" not in proc.stdout and "TASK [Read the VM" not in proc.stdout
+        assert not pid_running("walm-dst", vm), bad
+        assert not os.path.exists(os.path.join(state_dir("walm-dst"), vm + ".json")), bad
+        assert pid_running("walm-src", vm) == src_pid
