@@ -13,8 +13,8 @@ import time
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
-from walmlab import (INVENTORY, ROOT, VENV_BIN, console_log, console_text, kernel_trouble, migrate, parse_console,
-                     pid_running, start_vm, state_dir, wait_until)
+from walmlab import (INVENTORY, ROOT, VENV_BIN, console_log, console_text, evacuate, kernel_trouble, migrate,
+                     module, parse_console, pid_running, start_vm, state_dir, wait_until)
 
 pytestmark = pytest.mark.lab
 
@@ -159,3 +159,24 @@ def test_bad_parameters_are_refused_before_any_qemu_starts(vm):
         assert not pid_running("walm-dst", vm), bad
         assert not os.path.exists(os.path.join(state_dir("walm-dst"), vm + ".json")), bad
         assert pid_running("walm-src", vm) == src_pid
+
+
+def test_evacuation_rerun_finishes_a_migration_its_interrupted_run_completed(vm):
+    """The state a controller killed right after walm_migrate leaves (source postmigrate, destination running):
+    evacuate_host.yml finishes it (destination checked, stale copy stopped) instead of leaving the host unemptied."""
+    start_vm(vm, "verify", VERIFY)
+    wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
+    _, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
+    src = info["vms"][0]
+    _, dst = module("walm-dst", "walm.qemu.walm_vm", {
+        "name": vm, "state": "incoming", "definition": src["definition"], "state_dir": state_dir("walm-dst"),
+        "listen_address": "10.77.0.2", "source_qemu_version": src["qemu_version_tuple"]})
+    _, mig = module("walm-src", "walm.qemu.walm_migrate", {
+        "name": vm, "state_dir": state_dir("walm-src"), "destination_uri": dst["incoming_uri"],
+        "capabilities": dst["capabilities"], "expected_definition_sha256": dst["definition_sha256"]})
+    assert mig["status"] == "completed"
+    wait_until(lambda: len(_passes("walm-dst", vm)) >= 1, 60, "the guest on the destination")
+    proc, report = evacuate({"walm_timeout_s": 60}, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "an earlier run's migration to walm-dst had completed" in proc.stdout, proc.stdout[-4000:]
+    assert_intact_on_destination(vm)

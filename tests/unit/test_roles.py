@@ -399,36 +399,33 @@ def test_check_images_never_fixes_an_image_a_qemu_uses(tmp_path, nfs):
 
 # -- incoming_destination: what fails before anything starts ----------------------------------------------------
 
-def test_incoming_destination_refuses_a_vm_the_source_does_not_know(tmp_path):
-    src_dir, dst_dir = tmp_path / "src", tmp_path / "dst"
-    src_dir.mkdir()
-    inv = local_inventory(tmp_path, {"hv1": {"walm_state_dir": str(src_dir), "ansible_host": "127.0.0.1"},
-                                     "hv2": {"walm_state_dir": str(dst_dir), "ansible_host": "127.0.0.1"}})
-    book = write(tmp_path / "dst.yml", """\
-        - hosts: hv2
+def run_incoming_role(tmp_path, hostvars, host="hv2", vm="vm1"):
+    """Run walm.qemu.incoming_destination on `host` for `vm` (source hv1) with a local inventory of hostvars."""
+    inv = local_inventory(tmp_path, hostvars)
+    book = write(tmp_path / "incoming.yml", """\
+        - hosts: %s
           gather_facts: false
           roles:
             - role: walm.qemu.incoming_destination
-              incoming_destination_vm: ghost
+              incoming_destination_vm: %s
               incoming_destination_source: hv1
-        """)
-    rc, out = playbook(inv, book)
+        """ % (host, vm))
+    return playbook(inv, book)
+
+
+def test_incoming_destination_refuses_a_vm_the_source_does_not_know(tmp_path):
+    src_dir, dst_dir = tmp_path / "src", tmp_path / "dst"
+    src_dir.mkdir()
+    rc, out = run_incoming_role(tmp_path, {"hv1": {"walm_state_dir": str(src_dir), "ansible_host": "127.0.0.1"},
+                                           "hv2": {"walm_state_dir": str(dst_dir), "ansible_host": "127.0.0.1"}},
+                                vm="ghost")
     assert rc != 0
     assert "VM 'ghost' is not known on this host" in out and str(src_dir) in out, out[-3000:]
     assert not dst_dir.exists(), "the destination was touched"
 
 
 def test_incoming_destination_refuses_the_source_as_destination(tmp_path):
-    inv = local_inventory(tmp_path, {"hv1": {"walm_state_dir": str(tmp_path)}})
-    book = write(tmp_path / "same.yml", """\
-        - hosts: hv1
-          gather_facts: false
-          roles:
-            - role: walm.qemu.incoming_destination
-              incoming_destination_vm: vm1
-              incoming_destination_source: hv1
-        """)
-    rc, out = playbook(inv, book)
+    rc, out = run_incoming_role(tmp_path, {"hv1": {"walm_state_dir": str(tmp_path)}}, host="hv1")
     assert rc != 0 and "run the role for a destination host other than the source" in out.replace("\n", " ")
 
 
@@ -518,17 +515,9 @@ def test_migration_tls_needs_walm_tls_dir(tmp_path):
 
 def test_incoming_destination_refuses_tls_on_one_side_only(tmp_path):
     dst_dir = tmp_path / "dst"
-    inv = local_inventory(tmp_path, {"hv1": {"walm_state_dir": str(tmp_path / "src")},
-                                     "hv2": {"walm_state_dir": str(dst_dir), "walm_tls_dir": str(tmp_path / "tls")}})
-    book = write(tmp_path / "half.yml", """\
-        - hosts: hv2
-          gather_facts: false
-          roles:
-            - role: walm.qemu.incoming_destination
-              incoming_destination_vm: vm1
-              incoming_destination_source: hv1
-        """)
-    rc, out = playbook(inv, book)
+    rc, out = run_incoming_role(tmp_path, {"hv1": {"walm_state_dir": str(tmp_path / "src")},
+                                           "hv2": {"walm_state_dir": str(dst_dir),
+                                                   "walm_tls_dir": str(tmp_path / "tls")}})
     assert rc != 0
     assert "walm_tls_dir is set for hv2 but not for hv1" in out.replace("\n", " "), out[-3000:]
     assert not dst_dir.exists(), "the destination was touched"
