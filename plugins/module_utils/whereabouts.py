@@ -181,9 +181,14 @@ def locate(source, destination, source_host="source", destination_host="destinat
     if s_status not in RUNNING + STOPPED_BEFORE_SWITCHOVER:
         return out("refuse", "source", "unknown", "The source copy is %s: it can be neither migrated nor "
                    "resumed." % s_status, refuse_step)
+    # A destination copy whose incoming migration failed never ran the guest and no longer listens: removing it
+    # is always safe, whoever started it.
+    deaf = bool(d_present and d_mig == "failed")
     if not attempted:
-        return out("migrate", "source", "migrating", "The VM runs on %s: it can be migrated." % source_host)
-    remove = bool(d_present and started_destination)
+        return out("migrate", "source", "migrating", "The VM runs on %s: it can be migrated.%s"
+                   % (source_host, " The copy on %s whose incoming migration failed is removed first."
+                      % destination_host if deaf else ""), remove_destination=deaf)
+    remove = bool(d_present and (started_destination or deaf))
     resume = s_status in STOPPED_BEFORE_SWITCHOVER
     kept = ("" if remove or not d_present else " The copy waiting on %s was not started by this run and is left "
             "waiting." % destination_host)

@@ -25,6 +25,10 @@ TABLE = [
      False),
     ("leftover waiting destination is reused", ("running", None), ("inmigrate", "setup"), False, False, "migrate",
      "source", False, False),
+    ("a failed destination left by an earlier run is removed first", ("running", "failed"),
+     ("inmigrate", "failed"), False, False, "migrate", "source", True, False),
+    ("a failed destination not ours is removed in a rollback", ("running", "failed"), ("inmigrate", "failed"), True,
+     False, "rollback", "source", True, False),
     ("earlier run failed, source running", ("running", "failed"), (None, None), False, False, "migrate", "source",
      False, False),
     ("pre-copy under way", ("running", "active"), ("inmigrate", "active"), False, False, "wait", "source", False,
@@ -138,7 +142,8 @@ def test_never_resume_or_stop_a_copy_that_may_hold_the_newest_state(attempted, s
             assert s in ("paused", "finish-migrate") and dec["action"] == "rollback", (s, sm, d, dm, dec)
             assert sm not in ("postcopy-active", "postcopy-paused", "postcopy-recover", "completed")
         if dec["remove_destination"]:
-            assert d == "inmigrate" and started and dec["action"] == "rollback", (s, sm, d, dm, dec)
+            assert d == "inmigrate" and (started or dm == "failed"), (s, sm, d, dm, dec)
+            assert dec["action"] in ("rollback", "migrate"), (s, sm, d, dm, dec)
         if s == "postmigrate":
             assert dec["action"] in ("finish", "wait", "recover", "refuse"), (sm, d, dm, dec)
         stale = s == "postmigrate" or (sm == "completed" and s != "running")
