@@ -313,8 +313,9 @@ vm:
     name: {description: VM name, type: str, returned: always}
     pid: {description: QEMU process id, or null if not running, type: int, returned: always}
     running: {description: Whether a QEMU process for the VM runs here, type: bool, returned: always}
-    status: {description: "QMP run state (running, paused, inmigrate, postmigrate, ...); V(unreachable: ...) when
-             the monitor does not answer within 5 s", type: str, returned: always}
+    status: {description: "QMP run state (running, paused, inmigrate, postmigrate, ...); when the monitor does not
+             answer within 5 s, V(busy: ...) if another WALM step holds the VM (a migration holds its lock and its
+             one QMP connection), else V(unreachable: ...)", type: str, returned: always}
     migration_status: {description: "Status of this QEMU's migration (query-migrate): null when none, else e.g.
                        V(setup), V(active), V(completed), V(failed), V(postcopy-active), V(postcopy-paused)",
                        type: str, returned: always}

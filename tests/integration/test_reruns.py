@@ -1,5 +1,5 @@
-"""Never two copies, never none: the controller killed mid-migration and the playbook run again, and two runs of
-one VM's migration at once. Running copies are counted by the guest's own console progress (a copy that keeps
+"""Never two copies, never none: the controller killed mid-migration and the playbook run again, two runs of one
+VM's migration at once, parameters refused before anything starts, and the migration channel closed by TLS. Running copies are counted by the guest's own console progress (a copy that keeps
 printing new verify passes runs the guest), not by QMP status alone."""
 
 import json
@@ -184,3 +184,48 @@ def test_evacuation_rerun_finishes_a_migration_its_interrupted_run_completed(vm)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "an earlier run's migration to walm-dst had completed" in proc.stdout, proc.stdout[-4000:]
     assert_intact_on_destination(vm)
+
+
+def _lab_certificates(tmp_path):
+    """A CA and a certificate for each lab host, made by the script the role walm.qemu.migration_tls runs, and an
+    inventory that gives each host its directory (walm_tls_dir)."""
+    script = os.path.join(ROOT, "roles", "migration_tls", "files", "walm-tls.sh")
+    ca = str(tmp_path / "ca")
+    subprocess.run(["sh", script, "ca", ca], check=True, stdout=subprocess.DEVNULL)
+    for host, address in (("walm-src", "10.77.0.1"), ("walm-dst", "10.77.0.2")):
+        subprocess.run(["sh", script, "host", ca, host, "--san", host, "--san", address], check=True,
+                       stdout=subprocess.DEVNULL)
+    inv = tmp_path / "tls-inventory.yml"
+    inv.write_text(json.dumps({"all": {"hosts": dict(
+        (h, {"walm_tls_dir": os.path.join(ca, "hosts", h)}) for h in ("walm-src", "walm-dst"))}}))
+    return str(inv), os.path.join(ca, "hosts")
+
+
+def test_tls_migration_on_the_lab_and_a_peer_without_a_certificate(vm, tmp_path):
+    """Between the two lab hosts over TLS: junk from a peer without a certificate does not reach the waiting
+    destination, which then takes the real, encrypted migration; the guest's memory and disk come through."""
+    inv, dirs = _lab_certificates(tmp_path)
+    start_vm(vm, "verify", VERIFY)
+    wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
+    _, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
+    src = info["vms"][0]
+    _, dst = module("walm-dst", "walm.qemu.walm_vm", {
+        "name": vm, "state": "incoming", "definition": src["definition"], "state_dir": state_dir("walm-dst"),
+        "listen_address": "10.77.0.2", "source_qemu_version": src["qemu_version_tuple"],
+        "tls_dir": os.path.join(dirs, "walm-dst"), "tls_allowed_clients": ["CN=walm-src"]})
+    port = dst["incoming_uri"].rsplit(":", 1)[1]
+    # A peer on the source host without a certificate sends 4 KiB of random bytes to the waiting destination.
+    junk = ("import os, socket; s = socket.create_connection(('10.77.0.2', %s), 5); s.sendall(os.urandom(4096)); "
+            "s.settimeout(5)\ntry:\n    s.recv(1)\nexcept Exception:\n    pass\ns.close()" % port)
+    subprocess.run(["ip", "netns", "exec", "walm-src", "python3", "-c", junk], timeout=30, check=False)
+    time.sleep(1)
+    assert pid_running("walm-dst", vm), "the destination QEMU died of a peer without a certificate"
+    assert _migration_status("walm-dst", vm) == "setup", "the destination no longer waits"
+    # The real migration, through the playbook with each host's walm_tls_dir from the inventory: the waiting
+    # destination is reused, TLS on both ends.
+    proc, result = migrate(vm, {"walm_method": "precopy"}, check=False, options=["-i", inv])
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert result["status"] == "completed" and result["tls"]["endpoint"] == "client", result
+    assert_intact_on_destination(vm)
+    record = json.load(open(os.path.join(state_dir("walm-dst"), vm + ".json")))
+    assert record.get("tls"), record
