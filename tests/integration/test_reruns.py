@@ -229,3 +229,36 @@ def test_tls_migration_on_the_lab_and_a_peer_without_a_certificate(vm, tmp_path)
     assert_intact_on_destination(vm)
     record = json.load(open(os.path.join(state_dir("walm-dst"), vm + ".json")))
     assert record.get("tls"), record
+
+
+def test_evacuation_controller_killed_mid_migration_then_rerun_finishes(vm, tmp_path):
+    """evacuate_host.yml killed 2 s into its migration: a rerun while the orphaned migration moves touches nothing,
+    and a rerun after it ended finishes it; one running copy throughout, the newest."""
+    start_vm(vm, "verify", VERIFY)
+    wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
+    ev = {"walm_source": "walm-src", "walm_destinations": ["walm-dst"], "walm_timeout_s": 120,
+          "walm_max_bandwidth_mib_s": 40, "walm_max_postcopy_bandwidth_mib_s": 16,
+          "walm_result_file": str(tmp_path / "evacuation.json")}
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, "playbooks/evacuate_host.yml", "-e",
+            json.dumps(ev)]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: _migration_status("walm-dst", vm) in ("active", "postcopy-active"), 180,
+                   "the evacuation's migration on the destination")
+        time.sleep(2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    early, _ = evacuate({"walm_timeout_s": 120}, check=False)
+    # Never two: a guest in a slow post-copy may print nothing for a while, so "at most one" here, exactly one below.
+    copies = running_copies(vm)
+    assert len(copies) <= 1, (copies, early.stdout[-3000:])
+    wait_until(lambda: _migration_status("walm-dst", vm) in ("completed", "failed", None), 180,
+               "the orphaned migration to end")
+    # The early rerun may itself have finished it, if the migration ended while it planned.
+    rerun, report = evacuate({"walm_timeout_s": 120}, check=False)
+    assert rerun.returncode == 0, "early:\n%s\nrerun:\n%s" % (early.stdout[-3000:], rerun.stdout[-3000:])
+    assert "had completed" in rerun.stdout + early.stdout, "early:\n%s\nrerun:\n%s" % (early.stdout[-3000:],
+                                                                                      rerun.stdout[-3000:])
+    assert_intact_on_destination(vm)
