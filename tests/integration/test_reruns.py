@@ -165,16 +165,23 @@ def test_bad_parameters_are_refused_before_any_qemu_starts(vm):
         assert pid_running("walm-src", vm) == src_pid
 
 
-def test_evacuation_rerun_finishes_a_migration_its_interrupted_run_completed(vm):
-    """The state a controller killed right after walm_migrate leaves (source postmigrate, destination running):
-    evacuate_host.yml finishes it (destination checked, stale copy stopped) instead of leaving the host unemptied."""
+def _verify_guest_and_its_destination(vm, **incoming):
+    """A verify guest on walm-src and its destination waiting on walm-dst, prepared by the modules themselves (as
+    a run that was then interrupted would have left it); returns walm_vm's result on walm-dst."""
     start_vm(vm, "verify", VERIFY)
     wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
     _, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
     src = info["vms"][0]
-    _, dst = module("walm-dst", "walm.qemu.walm_vm", {
-        "name": vm, "state": "incoming", "definition": src["definition"], "state_dir": state_dir("walm-dst"),
-        "listen_address": "10.77.0.2", "source_qemu_version": src["qemu_version_tuple"]})
+    args = {"name": vm, "state": "incoming", "definition": src["definition"], "state_dir": state_dir("walm-dst"),
+            "listen_address": "10.77.0.2", "source_qemu_version": src["qemu_version_tuple"]}
+    args.update(incoming)
+    return module("walm-dst", "walm.qemu.walm_vm", args)[1]
+
+
+def test_evacuation_rerun_finishes_a_migration_its_interrupted_run_completed(vm):
+    """The state a controller killed right after walm_migrate leaves (source postmigrate, destination running):
+    evacuate_host.yml finishes it (destination checked, stale copy stopped) instead of leaving the host unemptied."""
+    dst = _verify_guest_and_its_destination(vm)
     _, mig = module("walm-src", "walm.qemu.walm_migrate", {
         "name": vm, "state_dir": state_dir("walm-src"), "destination_uri": dst["incoming_uri"],
         "capabilities": dst["capabilities"], "expected_definition_sha256": dst["definition_sha256"]})
@@ -205,14 +212,8 @@ def test_tls_migration_on_the_lab_and_a_peer_without_a_certificate(vm, tmp_path)
     """Between the two lab hosts over TLS: junk from a peer without a certificate does not reach the waiting
     destination, which then takes the real, encrypted migration; the guest's memory and disk come through."""
     inv, dirs = _lab_certificates(tmp_path)
-    start_vm(vm, "verify", VERIFY)
-    wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
-    _, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
-    src = info["vms"][0]
-    _, dst = module("walm-dst", "walm.qemu.walm_vm", {
-        "name": vm, "state": "incoming", "definition": src["definition"], "state_dir": state_dir("walm-dst"),
-        "listen_address": "10.77.0.2", "source_qemu_version": src["qemu_version_tuple"],
-        "tls_dir": os.path.join(dirs, "walm-dst"), "tls_allowed_clients": ["CN=walm-src"]})
+    dst = _verify_guest_and_its_destination(vm, tls_dir=os.path.join(dirs, "walm-dst"),
+                                            tls_allowed_clients=["CN=walm-src"])
     port = dst["incoming_uri"].rsplit(":", 1)[1]
     # A peer on the source host without a certificate sends 4 KiB of random bytes to the waiting destination.
     junk = ("import os, socket; s = socket.create_connection(('10.77.0.2', %s), 5); s.sendall(os.urandom(4096)); "
