@@ -50,6 +50,10 @@ def assert_intact_on_destination(vm):
     for rec in parse_console(src_log, "verify") + parse_console(dst_log, "verify"):
         assert rec.get("errors", 0) == 0, rec
     assert "ERROR" not in console_text(dst_log) and kernel_trouble(dst_log) == []
+    # The disk: the guest's own check re-reads every record written so far, on both hosts, with no error.
+    disk = parse_console(src_log, "disk") + parse_console(dst_log, "disk")
+    assert parse_console(dst_log, "disk"), "no disk check on the destination"
+    assert all(r.get("errors", 0) == 0 and r.get("io_errors", 0) == 0 for r in disk), disk
     # The newest copy: the destination's passes continue from where the source's stopped.
     assert _passes("walm-dst", vm)[-1] > max(_passes("walm-src", vm) or [0])
 
