@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -194,7 +195,6 @@ def execute_oob(paths, command, arguments=None, timeout_s=10.0):
 
     Out-of-band commands run in the monitor's own thread, so they are answered even while QEMU's main loop is
     blocked (a destination whose main thread waits for a guest page that a broken post-copy will not deliver)."""
-    import socket
     req = {"exec-oob": command, "walm_timeout_s": timeout_s}
     if arguments:
         req["arguments"] = arguments

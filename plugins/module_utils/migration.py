@@ -249,9 +249,9 @@ class Migration(object):
         self.resume = bool(resume)
         # A resume whose connection is never taken up (a destination stuck, a link still down) is paused again after
         # this long, so recovery attempts are bounded and can be repeated.
-        if resume_timeout_s is None or float(resume_timeout_s) <= 0:
-            raise WalmError("resume_timeout_s must be positive")
-        self.resume_timeout_s = float(resume_timeout_s)
+        self.resume_timeout_s = _number("resume_timeout_s", resume_timeout_s,
+                                        "above 0 and at most %d s" % MAX_TIMEOUT_S, 0, MAX_TIMEOUT_S,
+                                        low_allowed=False)
         # This host's certificates (migration_tls); None migrates in clear. A resume keeps the channel it had.
         self.tls_dir = tls_dir
         self.tls_hostname = tls_hostname

@@ -288,10 +288,12 @@ class VMService(object):
         record = vmhost.read_record(self.paths)
         if pid:
             self._act("stop VM %s (pid %d)" % (self.name, pid), vmhost.stop_qemu, self.name, self.paths)
-        elif vmhost.stale_files(self.paths):
+        else:
             # A QEMU killed without cleaning up (SIGKILL, a crash) left these; a stopped VM has none.
-            self._act("remove what a dead QEMU left: %s" % ", ".join(vmhost.stale_files(self.paths)),
-                      vmhost.remove_stale_files, self.paths)
+            stale = vmhost.stale_files(self.paths)
+            if stale:
+                self._act("remove what a dead QEMU left: %s" % ", ".join(stale), vmhost.remove_stale_files,
+                          self.paths)
         if record:
             for nic in (record.get("definition") or {}).get("nics", []):
                 if vmhost.tap_exists(nic["tap"]):

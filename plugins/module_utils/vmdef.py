@@ -82,8 +82,9 @@ def normalize(definition):
               % (", ".join(sorted(unknown)), ", ".join(sorted(DEFAULTS))))
     d.update({k: copy.deepcopy(v) for k, v in definition.items() if v is not None})
     name = d.get("name")
-    if name_problem(name):
-        _fail(None, name_problem(name))
+    problem = name_problem(name)
+    if problem:
+        _fail(None, problem)
     for key, low in (("memory_mib", 16), ("vcpus", 1)):
         try:
             d[key] = int(d[key])
@@ -169,6 +170,8 @@ class HostPaths(object):
         self.event_log = os.path.join(state_dir, name + ".events.log")
         # The logger's control socket: out-of-band QMP commands on its monitor (post-copy recovery).
         self.control_socket = os.path.join(state_dir, name + ".events.ctl")
+        # One change to the VM at a time on this host (vmlock.py).
+        self.lock = os.path.join(state_dir, name + ".lock")
 
     def as_dict(self):
         return {"state_dir": self.state_dir, "qmp_socket": self.qmp_socket, "pidfile": self.pidfile,

@@ -20,11 +20,11 @@ import os
 import time
 
 from .errors import WalmError
-from .vmdef import check_name
+from .vmdef import HostPaths
 
 
 def lock_path(state_dir, name):
-    return os.path.join(state_dir, check_name(name) + ".lock")
+    return HostPaths(state_dir, name).lock
 
 
 def _holder(fd):

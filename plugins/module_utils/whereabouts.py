@@ -25,6 +25,8 @@ copy this run started) and `resume_source` (only a source QEMU left paused).
 
 from __future__ import absolute_import, division, print_function
 
+from .migration import ACTIVE_STATES
+
 # What the caller does for each action.
 ACTIONS = {
     "migrate": "start (or continue with) the migration",
@@ -37,10 +39,9 @@ ACTIONS = {
     "refuse": "touch nothing: the state needs the operator",
 }
 
-# query-migrate states of a migration still moving (postcopy-paused is apart: it waits for recovery).
-MOVING = ("setup", "active", "device", "pre-switchover", "wait-unplug", "cancelling", "postcopy-active",
-          "postcopy-recover", "postcopy-recover-setup", "colo")
 PAUSED_POSTCOPY = "postcopy-paused"
+# query-migrate states of a migration still moving (postcopy-paused is apart: it waits for recovery).
+MOVING = tuple(s for s in ACTIVE_STATES if s != PAUSED_POSTCOPY)
 # Run states of a QEMU whose guest executes (the copy that owns the guest now).
 RUNNING = ("running",)
 # Run states of a source that stopped its guest for a switchover that did not happen: safe to resume.
@@ -48,18 +49,18 @@ STOPPED_BEFORE_SWITCHOVER = ("paused", "finish-migrate")
 
 
 def _view(side):
-    """Normalise one host's walm_vm_info entry (or None) to (present, status, migration, role)."""
+    """Normalise one host's walm_vm_info entry (or None) to (present, status, migration)."""
     if not side or not (side.get("running") or side.get("pid")):
-        return False, None, None, (side or {}).get("role")
+        return False, None, None
     status = side.get("status")
     if status is not None and not isinstance(status, str):
         status = str(status)
-    return True, status, side.get("migration_status"), side.get("role")
+    return True, status, side.get("migration_status")
 
 
 def describe(host, side):
     """One line: 'walm-src: running (QEMU pid 42), migration completed' or 'walm-dst: no copy'."""
-    present, status, migration, _role = _view(side)
+    present, status, migration = _view(side)
     if not present:
         recorded = " (recorded, not running)" if side and side.get("definition") else ""
         return "%s: no copy%s" % (host, recorded)
@@ -74,8 +75,8 @@ def _answers(status):
 def locate(source, destination, source_host="source", destination_host="destination", attempted=False,
            started_destination=False):
     """Decide what may be done to the VM given both hosts' views (see the module docstring)."""
-    s_present, s_status, s_mig, _ = _view(source)
-    d_present, d_status, d_mig, _ = _view(destination)
+    s_present, s_status, s_mig = _view(source)
+    d_present, d_status, d_mig = _view(destination)
     src = describe(source_host, source)
     dst = describe(destination_host, destination)
 
