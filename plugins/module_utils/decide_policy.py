@@ -670,4 +670,22 @@ def decide(params):
                    "safety_margin_pct": opts["safety_margin_pct"], "max_passes": opts["max_passes"]},
         "model": mparams,
         "rule": rule,
+        "expectation": _expectation(best, inp, opts, choice),
+    }
+
+
+def _expectation(best, inp, opts, choice):
+    """What walm_migrate checks the migration against while it runs (its option expect)."""
+    converges = bool(best.get("converges"))
+    return {
+        "method": best["method"], "converges": converges,
+        "total_time_ms": int(round(best["total_time_ms"])) if converges else None,
+        "downtime_ms": int(round(best["downtime_ms"])) if converges else None,
+        "passes": best.get("passes") if converges else None,
+        "dirty_rate_mib_s": round(inp.dirty_rate_mib_s, 2),
+        "working_set_mib": round(inp.working_set_mib, 1),
+        "link_bandwidth_mib_s": round(inp.bandwidth_mib_s, 2),
+        "objective": opts["objective"],
+        # balanced allows the migration its time budget; urgent only the prediction's slack (walm_migrate's).
+        "budget_ms": int(round(choice.budget_ms)) if opts["objective"] == "balanced" else None,
     }

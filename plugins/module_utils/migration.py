@@ -13,7 +13,7 @@ import math
 import re
 import time
 
-from . import migration_tls, vmhost, vmlock
+from . import adaptation, migration_tls, vmhost, vmlock
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
 from .vmdef import HostPaths
@@ -43,12 +43,14 @@ TCP_URI_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]|[A-Za-z0-9
                         r":([0-9]{1,5})\Z")
 
 
-def needs_postcopy(method, on_timeout="abort"):
-    return method in ("postcopy", "hybrid") or on_timeout == "postcopy"
+def needs_postcopy(method, on_timeout="abort", allow_postcopy=False):
+    """Whether postcopy-ram must be negotiated: the method or the timeout action uses post-copy, or post-copy is
+    allowed, so that the run-time adaptation can switch a pre-copy that does not converge."""
+    return method in ("postcopy", "hybrid") or on_timeout == "postcopy" or bool(allow_postcopy)
 
 
-def capabilities_for(method, on_timeout="abort", qemu_versions=()):
-    """Migration capabilities both sides set for a method.
+def capabilities_for(method, on_timeout="abort", qemu_versions=(), allow_postcopy=False):
+    """Migration capabilities both sides set for a method (allow_postcopy: see needs_postcopy).
 
     return-path lets the destination report a failed load to the source, so a broken destination is not
     mistaken for success (without it the source declares success as soon as it has sent everything); post-copy
@@ -61,7 +63,7 @@ def capabilities_for(method, on_timeout="abort", qemu_versions=()):
     if on_timeout not in ON_TIMEOUT:
         raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
     caps = {"events": True, "return-path": True}
-    if needs_postcopy(method, on_timeout):
+    if needs_postcopy(method, on_timeout, allow_postcopy):
         caps["postcopy-ram"] = True
         versions = [tuple(v) for v in qemu_versions if v]
         if versions and min(versions) >= PREEMPT_MIN_VERSION:
@@ -171,7 +173,7 @@ def apply_capabilities(qmp, caps):
 
 # The capabilities WALM sets. A QEMU that was itself the destination of a post-copy migration keeps the post-copy
 # ones on; migrating it again to a destination prepared for pre-copy then fails at once ("Sibling indicated error").
-MANAGED_CAPABILITIES = ("events", "return-path", "postcopy-ram", "postcopy-preempt")
+MANAGED_CAPABILITIES = ("events", "return-path", "postcopy-ram", "postcopy-preempt", "auto-converge")
 
 
 def outgoing_capabilities(qmp, caps):
@@ -199,6 +201,8 @@ def _snapshot(info, t0):
         "dirty_pages_rate": ram.get("dirty-pages-rate", 0),
         "mbps": ram.get("mbps", 0),
         "postcopy_requests": ram.get("postcopy-requests", 0),
+        "page_size": ram.get("page-size", 4096),
+        "cpu_throttle_pct": info.get("cpu-throttle-percentage", 0),
     }
 
 
@@ -214,7 +218,9 @@ class Migration(object):
                  downtime_limit_ms=300, timeout_s=600, poll_interval_ms=100, qmp_timeout_s=10,
                  switch_after_passes=2, on_timeout="abort", max_postcopy_bandwidth_mib_s=0, capabilities=None,
                  resume=False, check_mode_without_destination=False, allow_unsafe_uri=False,
-                 tls_dir=None, tls_hostname=None, resume_timeout_s=60):
+                 tls_dir=None, tls_hostname=None, resume_timeout_s=60, allow_postcopy=False, adapt=True,
+                 expect=None, adaptation_actions=None, max_downtime_limit_ms=None,
+                 downtime_headroom_pct=adaptation.DOWNTIME_HEADROOM_PCT):
         without_destination = check_mode_without_destination and not destination_uri
         req = check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
                             max_postcopy_bandwidth_mib_s, timeout_s,
@@ -237,6 +243,17 @@ class Migration(object):
                                     "hybrid": req["switch_after_passes"]}[method]
         # dirty-sync-count value at which to switch: k complete passes have been sent when it reaches k + 1.
         self._switch_at_sync = None if self.switch_after_passes is None else self.switch_after_passes + 1
+        self.allow_postcopy = _flag("allow_postcopy", allow_postcopy)
+        self.adapt = _flag("adapt", adapt)
+        self.expect = adaptation.check_expectation(expect)
+        self.adaptation_actions = adaptation.check_actions(adaptation_actions)
+        self.max_downtime_limit_ms = None if max_downtime_limit_ms is None else _number(
+            "max_downtime_limit_ms", max_downtime_limit_ms, "an integer from downtime_limit_ms (%d) to %d"
+            % (self.downtime_limit_ms, MAX_DOWNTIME_LIMIT_MS), self.downtime_limit_ms, MAX_DOWNTIME_LIMIT_MS,
+            integer=True)
+        self.downtime_headroom_pct = _number("downtime_headroom_pct", downtime_headroom_pct,
+                                             "a percentage from 0 to 90", 0, 90)
+        self.monitor = None  # the run-time check of this migration (adaptation.Monitor), made by run()
         self.capabilities = dict(capabilities) if capabilities else None
         if self.capabilities is not None and needs_postcopy(method, on_timeout) \
                 and not self.capabilities.get("postcopy-ram"):
@@ -259,8 +276,10 @@ class Migration(object):
     def parameters(self):
         # 0 means "as fast as the link goes": QEMU has no 'unlimited', so give it far more than any NIC.
         bw = self.max_bandwidth_mib_s * MIB if self.max_bandwidth_mib_s else 1 << 40
-        params = {"max-bandwidth": int(bw), "downtime-limit": self.downtime_limit_ms}
-        if needs_postcopy(self.method, self.on_timeout):
+        params = {"max-bandwidth": int(bw),
+                  "downtime-limit": adaptation.qemu_downtime_limit_ms(self.downtime_limit_ms,
+                                                                      self.downtime_headroom_pct)}
+        if needs_postcopy(self.method, self.on_timeout, self.allow_postcopy):
             # max-bandwidth does not apply in post-copy; 0 here is QEMU's own "no limit".
             params["max-postcopy-bandwidth"] = int(self.max_postcopy_bandwidth_mib_s * MIB)
         return params
@@ -282,7 +301,26 @@ class Migration(object):
         if self.capabilities is not None:
             return self.capabilities
         v = qmp.execute("query-version")["qemu"]
-        return capabilities_for(self.method, self.on_timeout, [(v["major"], v["minor"], v["micro"])])
+        return capabilities_for(self.method, self.on_timeout, [(v["major"], v["minor"], v["micro"])],
+                                self.allow_postcopy)
+
+    def _throttle_reachable(self, caps):
+        """auto-converge is set before the start when the adaptation may reach its throttle action: QEMU takes no
+        capability during a migration, and it throttles on its own only when passes stop shrinking."""
+        actions = self.adaptation_actions
+        if not self.adapt or self.method != "precopy" or "throttle" not in actions:
+            return False
+        if caps.get("postcopy-ram") and "postcopy" in actions \
+                and actions.index("postcopy") < actions.index("throttle"):
+            return False
+        return True
+
+    def _make_monitor(self, caps, throttle):
+        if not self.adapt or self.method not in ("precopy", "hybrid"):
+            return None
+        return adaptation.Monitor(self.method, self.expect, self.adaptation_actions, self.downtime_limit_ms,
+                                  self.max_downtime_limit_ms, postcopy_possible=bool(caps.get("postcopy-ram")),
+                                  throttle_possible=throttle, headroom_pct=self.downtime_headroom_pct)
 
     def _pause_again(self, qmp):
         """Take a resume that did not get through back to postcopy-paused (migrate-pause); returns the status."""
@@ -327,11 +365,18 @@ class Migration(object):
                 "switch_after_passes": self.switch_after_passes, "source_status_before": status_before,
             }
             result["tls"] = migration_tls.configure_source(qmp, self.tls_dir, self.tls_hostname, check_mode)
+            outgoing = dict(caps)
+            known = set(c["capability"] for c in qmp.execute("query-migrate-capabilities"))
+            if self._throttle_reachable(caps) and "auto-converge" in known:
+                outgoing["auto-converge"] = True  # the source's alone: the destination need not know it
+            self.monitor = self._make_monitor(caps, outgoing.get("auto-converge", False))
+            result.update(adapt=self.monitor is not None, expectation=self.expect,
+                          adaptation_actions=list(self.adaptation_actions) if self.monitor else [])
             if check_mode:
                 result.update(status="would-migrate", changed=True)
                 return result
             # preflight() has checked that QEMU supports them; left-overs of an earlier migration are turned off.
-            apply_capabilities(qmp, outgoing_capabilities(qmp, caps))
+            apply_capabilities(qmp, outgoing_capabilities(qmp, outgoing))
             qmp.execute("migrate-set-parameters", result["parameters"])
             qmp.events()  # drop stale events so STOP below belongs to this migration
             result.update(self._migrate(qmp))
@@ -403,7 +448,15 @@ class Migration(object):
                     and snap["pass"] >= self._switch_at_sync:
                 switch = self._start_postcopy(qmp, t0, "after %d complete pre-copy passes" % self.switch_after_passes
                                               if self.switch_after_passes else "as soon as the first pass started")
-            elif not switch and postcopy_seen_ms is None and time.time() - t0 > self.timeout_s:
+            elif not switch and self.monitor is not None and status == "active":
+                for act in self.monitor.observe(snap):
+                    if act["action"] == "postcopy":
+                        switch = self._start_postcopy(qmp, t0, "adaptation: " + act["reason"])
+                    elif act["action"] == "downtime":
+                        qmp.execute("migrate-set-parameters", {"downtime-limit": act["qemu_downtime_limit_ms"]})
+                    elif act["action"] == "abort":
+                        return self._cancel(qmp, t0, snapshots, info, why=act["reason"])
+            if not switch and postcopy_seen_ms is None and time.time() - t0 > self.timeout_s:
                 if self.on_timeout != "postcopy":
                     return self._cancel(qmp, t0, snapshots, info)
                 switch = self._start_postcopy(qmp, t0, "pre-copy had not completed within timeout_s=%d s"
@@ -425,7 +478,7 @@ class Migration(object):
     def _result(self, qmp, info, t0, snapshots, switch, stop_ts, postcopy_seen_ms, status="completed",
                 error=None):
         ram = info.get("ram") or {}
-        return {
+        result = {
             "status": status,
             "total_time_ms": info.get("total-time"),
             "downtime_ms": info.get("downtime"),
@@ -450,6 +503,8 @@ class Migration(object):
             "snapshots": snapshots,
             "error": error,
         }
+        result.update(self._adaptation_result(info.get("downtime") if status == "completed" else None))
+        return result
 
     def _paused(self, qmp, info, t0, snapshots, switch, stop_ts):
         return self._result(qmp, info, t0, snapshots, switch, stop_ts, 0, status="postcopy-paused",
@@ -457,8 +512,9 @@ class Migration(object):
                                   "guest can be recovered: migrate-recover on the destination, then migrate with "
                                   "resume on the source. Do not cancel and do not stop either QEMU.")
 
-    def _cancel(self, qmp, t0, snapshots, info):
-        """Pre-copy did not finish in time: cancel, and make sure the VM runs on here again."""
+    def _cancel(self, qmp, t0, snapshots, info, why=None):
+        """Pre-copy did not finish in time (or, with why, the adaptation gave up on it): cancel, and make sure the
+        VM runs on here again."""
         last = info  # statistics of the migration as it stood; query-migrate drops them once cancelled
         qmp.execute("migrate_cancel")
         deadline = time.time() + 30
@@ -468,11 +524,29 @@ class Migration(object):
                 break
             time.sleep(0.1)
         ram = last.get("ram") or {}
-        return self._failed(qmp, "migration did not complete within timeout_s=%d s (after %s passes, %.1f MiB "
-                                 "still dirty, %.1f MiB sent); cancelled"
-                            % (self.timeout_s, ram.get("dirty-sync-count"), ram.get("remaining", 0) / MIB,
-                               ram.get("transferred", 0) / MIB),
-                            t0, snapshots, last, status="timeout")
+        where = "(after %s passes, %.1f MiB still dirty, %.1f MiB sent)" % (
+            ram.get("dirty-sync-count"), ram.get("remaining", 0) / MIB, ram.get("transferred", 0) / MIB)
+        if why is not None:
+            return self._failed(qmp, "pre-copy would not converge: %s; no other adaptation action applied, so it "
+                                     "was cancelled %s and the VM runs on the source. Allow post-copy, raise "
+                                     "max_downtime_limit_ms, or migrate when the guest writes less"
+                                % (why, where), t0, snapshots, last, status="aborted")
+        return self._failed(qmp, "migration did not complete within timeout_s=%d s %s; cancelled"
+                            % (self.timeout_s, where), t0, snapshots, last, status="timeout")
+
+    def _adaptation_result(self, downtime_ms=None):
+        """What the run-time check saw and did, and whether the downtime kept the limit in effect."""
+        m = self.monitor
+        limit = m.limit_ms if m is not None else self.downtime_limit_ms
+        return {
+            "adapt": m is not None,
+            "expectation": self.expect,
+            "adaptations": list(m.adaptations) if m is not None else [],
+            "pass_measurements": list(m.passes) if m is not None else [],
+            "downtime_limit_ms": limit,
+            "qemu_downtime_limit_ms": adaptation.qemu_downtime_limit_ms(limit, self.downtime_headroom_pct),
+            "downtime_within_limit": None if downtime_ms is None else downtime_ms <= limit,
+        }
 
     def _failed(self, qmp, error, t0, snapshots, info=None, status="failed"):
         """A pre-copy that failed leaves the source in charge: resume it if QEMU left it paused."""
@@ -483,7 +557,7 @@ class Migration(object):
             resumed = True
             vm_status = qmp.execute("query-status")["status"]
         ram = (info or {}).get("ram") or {}
-        return {
+        result = {
             "status": status,
             "error": error,
             "total_time_ms": None,
@@ -499,6 +573,8 @@ class Migration(object):
             "finished_at": time.time(),
             "snapshots": snapshots,
         }
+        result.update(self._adaptation_result())
+        return result
 
 
 def migrate_vm(params, check_mode=False):
@@ -519,7 +595,12 @@ def migrate_vm(params, check_mode=False):
                           check_mode_without_destination=check_mode,
                           allow_unsafe_uri=params.get("allow_unsafe_uri", False),
                           tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"),
-                          resume_timeout_s=params.get("resume_timeout_s", 60))
+                          resume_timeout_s=params.get("resume_timeout_s", 60),
+                          allow_postcopy=params.get("allow_postcopy", False), adapt=params.get("adapt", True),
+                          expect=params.get("expect"), adaptation_actions=params.get("adaptation_actions"),
+                          max_downtime_limit_ms=params.get("max_downtime_limit_ms"),
+                          downtime_headroom_pct=params.get("downtime_headroom_pct",
+                                                           adaptation.DOWNTIME_HEADROOM_PCT))
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"

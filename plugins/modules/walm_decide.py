@@ -294,6 +294,18 @@ rule:
   description: The operator rule that decided (C(index), C(when), C(method), C(reason)), or null.
   returned: always
   type: dict
+expectation:
+  description:
+    - What the chosen method is predicted to do, for M(walm.qemu.walm_migrate)'s
+      O(walm.qemu.walm_migrate#module:expect), which checks the migration against it at every pass boundary.
+    - C(method), C(converges), C(total_time_ms), C(downtime_ms) and C(passes) (null when it is not predicted to
+      converge), C(dirty_rate_mib_s) and C(working_set_mib) the model assumed, C(link_bandwidth_mib_s) (usable),
+      C(objective), and C(budget_ms) (the time budget of objective V(balanced); null under V(urgent)).
+  returned: always
+  type: dict
+  sample: {method: precopy, converges: true, total_time_ms: 812, downtime_ms: 196, passes: 3,
+           dirty_rate_mib_s: 0.4, working_set_mib: 86.0, link_bandwidth_mib_s: 114.0, objective: urgent,
+           budget_ms: null}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

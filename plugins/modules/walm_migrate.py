@@ -143,9 +143,61 @@ options:
     type: float
     default: 0
   downtime_limit_ms:
-    description: Longest pause QEMU may take to switch over (C(downtime-limit)); 1 to 2000000 (QEMU's limit).
+    description:
+      - Longest pause the guest may see at the switchover; 1 to 2000000 (QEMU's limit).
+      - QEMU is given this less O(downtime_headroom_pct) as its C(downtime-limit), because QEMU's switchover
+        estimate leaves out the data already in flight; RV(downtime_within_limit) checks the outcome.
     type: int
     default: 300
+  downtime_headroom_pct:
+    description:
+      - Share of O(downtime_limit_ms) kept back from QEMU's C(downtime-limit) for the data in flight and the
+        switchover itself; 0 to 90. V(0) gives QEMU the limit as it is.
+    type: float
+    default: 20
+  allow_postcopy:
+    description:
+      - Whether the run-time adaptation may switch a pre-copy that will not converge to post-copy.
+      - When O(capabilities) is not given, V(true) negotiates C(postcopy-ram) on the source for any method (the
+        destination must have been prepared with M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:allow_postcopy=true)).
+        When O(capabilities) is given, post-copy is possible exactly when it includes C(postcopy-ram).
+    type: bool
+    default: false
+  adapt:
+    description:
+      - Check a pre-copy (and the pre-copy phase of a hybrid) against O(expect) at every pass boundary and act
+        on O(adaptation_actions) when it will not converge in time (see C(docs/decide.md), "Run-time
+        adaptation").
+      - A pass that no longer shrinks the remainder by 10 %, or a projection of the remaining passes that ends
+        past the budget (the predicted total time plus 50 % or 2 s, whichever is more, or the objective's time
+        budget), counts as divergence. A hybrid then switches early. O(timeout_s) stays the last bound.
+      - V(false) runs the method as given (the fixed methods of the benchmark).
+    type: bool
+    default: true
+  expect:
+    description:
+      - What the decision predicted for this migration, as M(walm.qemu.walm_decide) returns it in
+        RV(walm.qemu.walm_decide#module:expectation) (C(method), C(converges), C(total_time_ms), C(passes),
+        C(dirty_rate_mib_s), C(budget_ms), ...). Without it only the "remainder stopped shrinking" rule applies.
+    type: dict
+  adaptation_actions:
+    description:
+      - What to do, in this order, when a pre-copy diverges; each action is used once it applies.
+      - V(postcopy) switches to post-copy (only where C(postcopy-ram) was negotiated; see O(allow_postcopy)).
+      - V(downtime) raises the downtime limit to what would let the remainder go in one switchover, at least
+        doubling it, up to O(max_downtime_limit_ms).
+      - V(throttle) relies on QEMU's auto-converge, which is then set before the start (QEMU takes no capability
+        during a migration) and slows the vCPUs while passes do not shrink; it is given 3 passes.
+      - V(abort) cancels the migration; the VM keeps running on the source.
+    type: list
+    elements: str
+    choices: [postcopy, downtime, throttle, abort]
+    default: [postcopy, downtime, throttle, abort]
+  max_downtime_limit_ms:
+    description:
+      - The operator's ceiling for the V(downtime) action; at least O(downtime_limit_ms). Unset means
+        O(downtime_limit_ms) (the limit is never raised).
+    type: int
   timeout_s:
     description:
       - Give up when the migration has not completed after this many seconds; the migration is cancelled and
@@ -184,8 +236,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: V(completed); V(failed), V(timeout) or V(postcopy-paused) (these also fail the task);
-    V(would-migrate) in check mode.
+  description: V(completed); V(failed), V(timeout), V(aborted) (the adaptation cancelled a pre-copy that would not
+    converge; the VM runs on the source) or V(postcopy-paused) (these also fail the task); V(would-migrate) in
+    check mode.
   returned: always
   type: str
 method:
@@ -262,8 +315,8 @@ source_status:
   returned: always
   type: str
 snapshots:
-  description: One progress snapshot per pass (C(t_ms), C(pass), C(transferred_bytes), C(remaining_bytes),
-    C(dirty_pages_rate), C(mbps)).
+  description: One progress snapshot per pass (C(t_ms), C(status), C(pass), C(transferred_bytes),
+    C(remaining_bytes), C(dirty_pages_rate), C(mbps), C(postcopy_requests), C(page_size), C(cpu_throttle_pct)).
   returned: always
   type: list
   elements: dict
@@ -284,6 +337,45 @@ error:
   description: Why the migration failed, or null.
   returned: always
   type: str
+adapt:
+  description: Whether the run-time check ran (O(adapt) and a method with a pre-copy phase).
+  returned: unless resume
+  type: bool
+expectation:
+  description: O(expect) as the check read it (numbers or null), or null without a prediction.
+  returned: unless resume
+  type: dict
+adaptations:
+  description:
+    - What the run-time check did, one entry per action - C(t_ms) (into the migration), C(pass) (complete
+      passes), C(action) (V(postcopy), V(downtime), V(throttle), V(abort)), C(reason), C(measured)
+      (C(dirty_rate_mib_s), C(throughput_mib_s), C(remaining_mib), C(shrink_ratio)) and C(predicted)
+      (C(dirty_rate_mib_s), C(total_time_ms), C(passes), C(budget_ms)).
+    - Empty when the migration went as predicted.
+  returned: unless check mode or resume
+  type: list
+  elements: dict
+pass_measurements:
+  description: Every pass the check measured (C(pass), C(t_ms), C(pass_ms), C(sent_mib), C(remaining_mib),
+    C(throughput_mib_s), C(dirty_rate_mib_s), C(shrink_ratio), C(switchover_threshold_mib),
+    C(projected_total_ms), C(projected_passes)).
+  returned: unless check mode or resume
+  type: list
+  elements: dict
+downtime_limit_ms:
+  description: The downtime limit in effect at the end (O(downtime_limit_ms), or what the V(downtime) action
+    raised it to).
+  returned: unless check mode or resume
+  type: int
+qemu_downtime_limit_ms:
+  description: QEMU's C(downtime-limit) at the end (RV(downtime_limit_ms) less O(downtime_headroom_pct)).
+  returned: unless check mode or resume
+  type: int
+downtime_within_limit:
+  description: Whether QEMU's measured downtime kept RV(downtime_limit_ms); null unless completed.
+    C(playbooks/migrate_vm.yml) checks the guest-visible downtime as well.
+  returned: unless check mode or resume
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -313,6 +405,13 @@ def main():
             downtime_limit_ms=dict(type="int", default=300),
             timeout_s=dict(type="float", default=600),
             poll_interval_ms=dict(type="int", default=100),
+            downtime_headroom_pct=dict(type="float", default=20),
+            allow_postcopy=dict(type="bool", default=False),
+            adapt=dict(type="bool", default=True),
+            expect=dict(type="dict"),
+            adaptation_actions=dict(type="list", elements="str", default=["postcopy", "downtime", "throttle", "abort"],
+                                    choices=["postcopy", "downtime", "throttle", "abort"]),
+            max_downtime_limit_ms=dict(type="int"),
         ),
         supports_check_mode=True,
     )
