@@ -17,6 +17,18 @@
  * after a stall (a paused VM, a busy host) is capped at 100 ms worth of pages:
  * after migration downtime the writer resumes its rate instead of bursting to
  * "catch up" and distorting the measurement.
+ *
+ * Adversarial variants of wset, for probes that a plain writer cannot fool:
+ *   --same              each page write stores back the values the page holds:
+ *                       the migration's dirty log sees every written page, a
+ *                       probe that hashes page contents sees nothing change.
+ *   --start-after-s N   idle for N s after the ready line, then write: quiet
+ *                       while probed, a heavy writer during the migration.
+ *   --burst-ms A --quiet-ms B
+ *                       write for A ms, nothing for B ms, repeating from the
+ *                       start of writing: a probe may land in a quiet moment.
+ * Every writing phase starts with an empty bucket, so a pause is never made up
+ * for with a burst.
  */
 #include "walm_common.h"
 
@@ -36,6 +48,16 @@ static void write_page(uint64_t *page, uint64_t stamp)
         page[i] = stamp + i;
 }
 
+/* A page write that leaves the content as it was (--same). The stores still
+ * dirty the page for the migration's dirty log; the volatile access keeps the
+ * compiler from dropping a store of the value it has just loaded. */
+static void rewrite_page_same(uint64_t *page)
+{
+    volatile uint64_t *word = page;
+    for (unsigned i = 0; i < WORDS_PER_PAGE; i += WORDS_PER_LINE)
+        word[i] = word[i];
+}
+
 static uint64_t read_page(const uint64_t *page)
 {
     uint64_t sum = 0;
@@ -44,10 +66,44 @@ static uint64_t read_page(const uint64_t *page)
     return sum;
 }
 
+/* When wset writes: nothing before start_ns (--start-after-s); from then on
+ * all the time, or burst_ns of writing and quiet_ns of nothing, repeating. */
+enum phase { PHASE_WRITING, PHASE_IDLE, PHASE_QUIET };
+static const char *const phase_names[] = { "writing", "idle", "quiet" };
+
+struct write_schedule {
+    int64_t start_ns;
+    int64_t burst_ns; /* 0: no bursts */
+    int64_t quiet_ns;
+};
+
+/* The phase at now_ns, and in *end_ns when it ends (INT64_MAX: never). */
+static enum phase schedule_phase(const struct write_schedule *s, int64_t now_ns, int64_t *end_ns)
+{
+    if (now_ns < s->start_ns) {
+        *end_ns = s->start_ns;
+        return PHASE_IDLE;
+    }
+    if (s->burst_ns == 0) {
+        *end_ns = INT64_MAX;
+        return PHASE_WRITING;
+    }
+    const int64_t period_ns = s->burst_ns + s->quiet_ns;
+    const int64_t cycle_start_ns = now_ns - (now_ns - s->start_ns) % period_ns;
+    if (now_ns < cycle_start_ns + s->burst_ns) {
+        *end_ns = cycle_start_ns + s->burst_ns;
+        return PHASE_WRITING;
+    }
+    *end_ns = cycle_start_ns + period_ns;
+    return PHASE_QUIET;
+}
+
 static void usage(void)
 {
-    fputs("usage: walm-wset [--mib W] [--rate-mib-s R] [--interval-ms N] [--slice-ms N]\n"
-          "                 [--read [--write-pct P]] [--seed S]\n", stderr);
+    fputs("usage: walm-wset [--mib W] [--rate-mib-s R] [--interval-ms N] [--slice-ms N] [--seed S]\n"
+          "                 [--same] [--start-after-s N] [--burst-ms A --quiet-ms B]\n"
+          "       walm-wset --read [--write-pct P] [--mib W] [--rate-mib-s R] [--interval-ms N]\n"
+          "                 [--slice-ms N] [--seed S]\n", stderr);
 }
 
 int main(int argc, char **argv)
@@ -59,6 +115,9 @@ int main(int argc, char **argv)
     long slice_ms = 10;
     int read_mode = 0;
     double write_pct = 1.0;
+    int same_mode = 0;
+    double start_after_s = 0;
+    long burst_ms = 0, quiet_ms = 0;
     uint64_t rng = 0x5eed5eed12345678ULL;
 
     for (int i = 1; i < argc; i++) {
@@ -70,6 +129,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--slice-ms")) { slice_ms = walm_arg_long(prog, a, v); i++; }
         else if (!strcmp(a, "--write-pct")) { write_pct = walm_arg_double(prog, a, v); i++; }
         else if (!strcmp(a, "--seed")) { rng ^= (uint64_t)walm_arg_long(prog, a, v); i++; }
+        else if (!strcmp(a, "--start-after-s")) { start_after_s = walm_arg_double(prog, a, v); i++; }
+        else if (!strcmp(a, "--burst-ms")) { burst_ms = walm_arg_long(prog, a, v); i++; }
+        else if (!strcmp(a, "--quiet-ms")) { quiet_ms = walm_arg_long(prog, a, v); i++; }
+        else if (!strcmp(a, "--same")) same_mode = 1;
         else if (!strcmp(a, "--read")) read_mode = 1;
         else if (!strcmp(a, "--help")) { usage(); return 0; }
         else { usage(); walm_die(prog, "unknown_option", a); }
@@ -79,6 +142,12 @@ int main(int argc, char **argv)
     if (slice_ms < 1) slice_ms = 1;
     if (write_pct > 100) write_pct = 100;
     if (rng == 0) rng = 1; /* xorshift must not start at zero */
+    if (read_mode && (same_mode || start_after_s > 0 || burst_ms > 0 || quiet_ms > 0))
+        walm_die(prog, "same_start_after_burst_quiet_are_wset_only", NULL);
+    if ((burst_ms > 0) != (quiet_ms > 0))
+        walm_die(prog, "burst_ms_and_quiet_ms_go_together", NULL);
+    /* The phase key only where phases exist: plain wset lines stay as they were. */
+    const int show_phase = start_after_s > 0 || burst_ms > 0;
 
     const char *name = read_mode ? "rset" : "wset";
     const uint64_t npages = (uint64_t)mib * (1048576u / WALM_PAGE_BYTES);
@@ -110,11 +179,34 @@ int main(int argc, char **argv)
     int64_t next_report_ns = now_ns + interval_ns;
     int64_t next_slice_ns = now_ns;
     uint64_t sum = 0;
+    const struct write_schedule schedule = {
+        .start_ns = now_ns + (int64_t)(start_after_s * 1e9),
+        .burst_ns = burst_ms * 1000000LL,
+        .quiet_ns = quiet_ms * 1000000LL,
+    };
+    int64_t phase_end_ns = now_ns;
+    enum phase last_phase = schedule_phase(&schedule, now_ns, &phase_end_ns);
 
     for (;;) {
         uint64_t todo;
+        const int64_t last_phase_end_ns = phase_end_ns;
         now_ns = walm_now_ns();
-        if (target_mib_s > 0) {
+        const enum phase phase = schedule_phase(&schedule, now_ns, &phase_end_ns);
+        const int new_phase = phase != last_phase || phase_end_ns != last_phase_end_ns;
+        if (phase == PHASE_WRITING && new_phase) {
+            /* Start from an empty bucket: a pause earns no credit (even one
+             * a stall has skipped over). */
+            walm_pacer_init(&pacer, target_pages_s, now_ns);
+            next_slice_ns = now_ns;
+        }
+        if (phase != PHASE_WRITING) {
+            /* A writing phase that has just ended still owes its last slice,
+             * earned up to its end and not beyond. */
+            if (last_phase == PHASE_WRITING && target_mib_s > 0)
+                todo = walm_pacer_take(&pacer, last_phase_end_ns);
+            else
+                todo = 0;
+        } else if (target_mib_s > 0) {
             todo = walm_pacer_take(&pacer, now_ns);
         } else {
             todo = 256; /* unpaced: check the clock every 1 MiB of work */
@@ -131,11 +223,15 @@ int main(int argc, char **argv)
                     writes_total++;
                 }
             } else {
-                write_page(page, stamp++);
+                if (same_mode)
+                    rewrite_page_same(page);
+                else
+                    write_page(page, stamp++);
                 writes_total++;
             }
         }
         ops_total += todo;
+        last_phase = phase;
 
         now_ns = walm_now_ns();
         if (now_ns >= next_report_ns) {
@@ -153,16 +249,21 @@ int main(int argc, char **argv)
                           (double)writes_total * WALM_PAGE_BYTES / WALM_MIB, write_pct);
             else
                 walm_line("WALM wset t_ms=%lld seq=%llu mib=%ld target_mib_s=%.1f rate_mib_s=%.2f "
-                          "written_mib=%.1f",
+                          "written_mib=%.1f%s%s%s",
                           (long long)(now_ns / 1000000), (unsigned long long)seq, mib, target_mib_s,
-                          wr_mib / secs, (double)writes_total * WALM_PAGE_BYTES / WALM_MIB);
+                          wr_mib / secs, (double)writes_total * WALM_PAGE_BYTES / WALM_MIB,
+                          same_mode ? " same=1" : "", show_phase ? " phase=" : "",
+                          show_phase ? phase_names[phase] : "");
             ops_at_report = ops_total;
             writes_at_report = writes_total;
             last_report_ns = now_ns;
             walm_next_deadline(&next_report_ns, interval_ns, now_ns);
         }
 
-        if (target_mib_s > 0) {
+        if (phase != PHASE_WRITING) {
+            /* Nothing to write: sleep to the next line or the next phase. */
+            walm_sleep_until_ns(phase_end_ns < next_report_ns ? phase_end_ns : next_report_ns);
+        } else if (target_mib_s > 0) {
             next_slice_ns += slice_ns;
             if (next_slice_ns < now_ns)
                 next_slice_ns = now_ns;
