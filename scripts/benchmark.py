@@ -6,7 +6,7 @@ Run as root after scripts/install.sh, or through scripts/benchmark.sh, which ins
 itself unless --no-setup):
 
     .venv/bin/python scripts/benchmark.py                      # quick run: every workload x strategy, 1 repeat
-    .venv/bin/python scripts/benchmark.py --repeats 10         # the full study
+    .venv/bin/python scripts/benchmark.py --repeats 3          # the study (10 workloads x 8 strategies x 3)
     .venv/bin/python scripts/benchmark.py --report --out DIR   # rewrite report, CSV and plots from DIR/runs
 
 Every run is written to OUT/runs/CASE-STRATEGY-REPEAT.json as soon as it finishes; running the same command again
@@ -31,14 +31,63 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, ".collections"))
 
-# The workloads, the console tail, the guest's progress rates, the lab link and the downtime limit: the calibration's.
-from calibrate import (CASES, DOWNTIME_LIMIT_MS, LINK_MIB_S, REPORT_INTERVAL_S, ConsoleTail,  # noqa: E402
-                       progress_rates)
+# The calibration's workloads, the console tail, the guest's progress rates, the lab link and the downtime limit.
+from calibrate import CASES as CALIBRATION_CASES  # noqa: E402
+from calibrate import DOWNTIME_LIMIT_MS, LINK_MIB_S, REPORT_INTERVAL_S, ConsoleTail, progress_rates  # noqa: E402
 
-BENCHMARK_VERSION = 1
+BENCHMARK_VERSION = 2
 METHODS = ("precopy", "postcopy", "hybrid")
-STRATEGIES = ("precopy", "postcopy", "hybrid", "random", "peer", "walm")
+STRATEGIES = ("precopy", "postcopy", "hybrid", "random", "peer", "walm", "walm-static", "walm-balanced")
 BASELINES = ("precopy", "postcopy", "hybrid", "random", "peer")
+# WALM's strategies: walm_decide's objective, and whether walm_migrate checks the run against the decision's
+# expectation and adapts it (switch to post-copy, raise the downtime limit, throttle, abort) when it diverges.
+# walm-static is walm's decision run as decided: walm / walm-static is what the adaptation buys. Every other
+# strategy runs its method as given (adaptation off).
+WALM_STRATEGIES = {
+    "walm": ("urgent", True),
+    "walm-static": ("urgent", False),
+    "walm-balanced": ("balanced", True),
+}
+
+SETTLE_S = 6  # the workload runs this long before the probe (as in the calibration)
+GAP_S = 2  # probe -> migrate
+AFTER_S = 3  # keep reading the console after the migration (the guest's progress afterwards)
+WITHIN_PCT = 10  # "WALM is as good as the oracle": mean TMT within this many % of it
+
+# late-heavy: walm-wset idles this many seconds after its ready line (which follows the touch of its set, ~1 s
+# under TCG), then writes. Where a run stands then, from the study of record (docs/benchmark-study, 2026-11-25):
+# cpu's and net's first progress line (1 s after their start, no set to touch) came 12.8 s (fixed strategies;
+# 11.5-14.2) or 13.8 s (WALM, whose walm_decide adds ~1 s; 12.4-14.9) before the migration started, the 256 MiB
+# writers' ~1 s later than that. Counted from the ready line, vm_start's boot wait and the console tail's start
+# (<= 1.2 s), SETTLE_S and the probe (probe_s 1.9-2.8 s, its two 0.5 s windows at its end) end the probe at about
+# 8 s, 9.2 s at the latest; GAP_S and migrate_vm.yml's steps before walm_migrate (~2.7 s) start the migration at
+# about 12.8 s (fixed; 11.5-14.2) or 13.5 s (WALM; 12.3-15). Writing from 12 s on leaves the probe at least 2.8 s
+# of idleness and has the writer at full rate when a WALM migration starts; a fixed strategy's migration starts at
+# most ~0.5 s before the first write. Each run records where the writes began (writer_onset_s) and where the probe
+# ended (probe_end_s), in seconds relative to the migration's start.
+LATE_HEAVY_START_AFTER_S = 12
+# bursty: 1.5 s of writing at 200 MiB/s (over the link's 114 MiB/s), 3 s of nothing, repeating from the ready line
+# (mean 67 MiB/s). walm_probe's default measurement is 1 s (two 0.5 s windows) ending about 8 s after the ready
+# line (above), i.e. 2.3-3.3 s into a 4.5 s cycle, inside the 3 s quiet phase: with the runs' +-0.6 s of jitter
+# the probe reads the guest as idle most of the time and catches the edge of a burst otherwise. The migration
+# starts near the end of a quiet phase and its first pass meets a burst.
+BURST_MS, QUIET_MS = 1500, 3000
+
+# The benchmark's workloads: the calibration's seven (CASES in scripts/calibrate.py), then three the probe before
+# the migration misreads -- run-time adaptation's test. name: (workload, kernel args, progress key).
+ADVERSARIAL_CASES = {
+    # Rewrites its pages with the values they hold: QEMU's dirty log sees 200 MiB/s, page sampling (which hashes
+    # page contents) ~0.
+    "wset-same": ("wset", {"wset_mib": 256, "rate_mib_s": 200, "wset_same": 1}, "rate_mib_s"),
+    # Idle while probed, a heavy writer from about when the migration starts.
+    "late-heavy": ("wset", {"wset_mib": 256, "rate_mib_s": 200, "wset_start_after_s": LATE_HEAVY_START_AFTER_S},
+                   "rate_mib_s"),
+    # Writes in bursts; the probe tends to land in a quiet moment.
+    "bursty": ("wset", {"wset_mib": 256, "rate_mib_s": 200, "wset_burst_ms": BURST_MS, "wset_quiet_ms": QUIET_MS},
+               "rate_mib_s"),
+}
+CASES = dict(CALIBRATION_CASES)
+CASES.update(ADVERSARIAL_CASES)  # reported after the seven
 
 # Vanilla hybrid: one pre-copy pass, then post-copy (the research's hybrid; QEMU switches at the next pass).
 HYBRID_SWITCH_AFTER_PASSES = 1
@@ -53,16 +102,14 @@ POSTCOPY_TIMEOUT_S = 120
 # or 400 s (Nova) in pre-copy before the switch.
 PEER_TIMEOUT_S_PER_GIB = 30
 PEER_MIN_TIMEOUT_S = 10
-SETTLE_S = 6  # the workload runs this long before the probe (as in the calibration)
-GAP_S = 2  # probe -> migrate
-AFTER_S = 3  # keep reading the console after the migration (the guest's progress afterwards)
-WITHIN_PCT = 10  # "WALM is as good as the oracle": mean TMT within this many % of it
 
 CSV_COLUMNS = (
     "case", "strategy", "repeat", "method", "chosen_method", "switch_after_passes", "status", "success",
     "total_time_ms", "downtime_ms", "guest_visible_downtime_ms", "transferred_bytes", "passes", "postcopy_requests",
     "ran_postcopy", "postcopy_started_ms", "timeout_s", "on_timeout", "probe_s", "decide_s", "overhead_s",
-    "predicted_total_time_ms", "predicted_downtime_ms", "predicted_converges", "walm_choice",
+    "predicted_total_time_ms", "predicted_downtime_ms", "predicted_converges", "walm_choice", "objective", "adapt",
+    "adaptation_count", "first_adaptation", "first_adaptation_t_ms", "first_adaptation_pass", "downtime_limit_ms",
+    "qemu_downtime_limit_ms", "downtime_within_limit", "over_downtime_limit", "probe_end_s", "writer_onset_s",
     "progress_key", "progress_before", "progress_during", "progress_after", "slowdown_pct", "memory_mib",
     "link_rate", "link_mib_s", "seed", "qemu_version", "wall_s", "error",
 )
@@ -237,6 +284,172 @@ def order_strategies(strategies):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Run-time adaptation and downtime limits
+
+def adapts(r):
+    """Whether walm_migrate was asked to check this run against the decision and adapt it (version 1 records:
+    never)."""
+    return bool(r.get("adapt"))
+
+
+def adaptations_of(r):
+    """The run's adaptations as walm_migrate returned them; None when the record has none (version 1, or a
+    migration that failed before reporting)."""
+    a = r.get("adaptations")
+    return list(a) if isinstance(a, list) else None
+
+
+def adaptation_count(r):
+    a = adaptations_of(r)
+    return None if a is None else len(a)
+
+
+def first_adaptation(r):
+    a = adaptations_of(r)
+    return a[0] if a else None
+
+
+def downtime_limit_of(r):
+    """The downtime limit in effect at the run's end (a `downtime` adaptation may have raised it)."""
+    return r.get("downtime_limit_ms") or DOWNTIME_LIMIT_MS
+
+
+def seen_downtime_ms(r):
+    """The downtime the guest saw: guest-visible where reported, else QEMU's."""
+    g = r.get("guest_visible_downtime_ms")
+    return g if g is not None else r.get("downtime_ms")
+
+
+def over_downtime_limit(r):
+    """Whether a completed run's downtime (guest-visible, else QEMU's) exceeded its downtime limit; None when the
+    run did not complete or reported no downtime."""
+    dt = seen_downtime_ms(r)
+    if r.get("status") != "completed" or dt is None:
+        return None
+    return dt > downtime_limit_of(r)
+
+
+def downtime_limit_counts(records):
+    """Per strategy: completed runs, those over their downtime limit (as records) and those the migration's result
+    itself says were over it (downtime_within_limit false: migrate_vm.yml's check, which should agree)."""
+    out = {}
+    for r in sorted(records, key=_run_key):
+        if r.get("status") != "completed":
+            continue
+        c = out.setdefault(r["strategy"], {"completed": 0, "over": [], "result_over": 0})
+        c["completed"] += 1
+        if over_downtime_limit(r):
+            c["over"].append(r)
+        if r.get("downtime_within_limit") is False:
+            c["result_over"] += 1
+    return out
+
+
+def adaptation_ratios(cells):
+    """WALM's (objective urgent, adapting) mean TMT over the fixed hybrid's (switch after 1 pass), over the
+    fastest fixed method's (the oracle: the fastest of the three among those that completed every run) and over
+    its own decision run without adaptation (walm-static); walm-balanced's over the hybrid's and the fastest's."""
+    fastest = oracle(cells)
+
+    def tmt(s):
+        c = cells.get(s)
+        return c["tmt"] if c else None
+
+    return {"fastest": fastest,
+            "to_hybrid": ratio(tmt("walm"), tmt("hybrid")),
+            "to_fastest": ratio(tmt("walm"), tmt(fastest)) if fastest else None,
+            "to_static": ratio(tmt("walm"), tmt("walm-static")),
+            "balanced_to_hybrid": ratio(tmt("walm-balanced"), tmt("hybrid")),
+            "balanced_to_fastest": ratio(tmt("walm-balanced"), tmt(fastest)) if fastest else None}
+
+
+def false_triggers(records):
+    """Adaptations in the adapting runs of the calibration's seven workloads, whose probes read them right: there
+    every adaptation is a false trigger. Returns (the runs checked, [(run, adaptation)]); a run that recorded no
+    adaptations list is not checked."""
+    checked = sorted((r for r in records if r["case"] in CALIBRATION_CASES and adapts(r)
+                      and adaptations_of(r) is not None), key=_run_key)
+    return checked, [(r, a) for r in checked for a in adaptations_of(r)]
+
+
+def since_heavy_ms(r, a):
+    """How long after the migration met a heavy writer an adaptation fired: its time into the migration less the
+    writer's onset when that came after the start (late-heavy; writer_onset_s is relative to the start); None for a
+    run that does not record an onset."""
+    onset, t = r.get("writer_onset_s"), a.get("t_ms")
+    if onset is None or t is None:
+        return None
+    return t - 1000.0 * max(0.0, onset)
+
+
+def detection_rows(records):
+    """One row per adaptation of every run, in run order: when it fired (ms into the migration, complete passes),
+    what it did and measured, and for late-heavy how long after the writer turned heavy."""
+    rows = []
+    for r in sorted(records, key=_run_key):
+        for a in adaptations_of(r) or []:
+            measured, predicted = a.get("measured") or {}, a.get("predicted") or {}
+            rows.append({
+                "run": run_name(r), "case": r["case"], "strategy": r["strategy"], "action": a.get("action"),
+                "t_ms": a.get("t_ms"), "pass": a.get("pass"), "reason": a.get("reason"),
+                "probe_dirty_mib_s": (r.get("probe") or {}).get("dirty_rate_mib_s"),
+                "predicted_dirty_mib_s": predicted.get("dirty_rate_mib_s"),
+                "measured_dirty_mib_s": measured.get("dirty_rate_mib_s"),
+                "remaining_mib": measured.get("remaining_mib"), "chose": r.get("chosen_method"),
+                "writer_onset_s": r.get("writer_onset_s"), "since_heavy_ms": since_heavy_ms(r, a),
+                "status": r.get("status"), "total_time_ms": r.get("total_time_ms")})
+    return rows
+
+
+def detection_summary(records):
+    """Per workload and adapting strategy: runs checked, runs that adapted, their first actions, the first
+    adaptation's mean time into the migration (and range) and pass, and the mean time since the writer turned
+    heavy (late-heavy)."""
+    out = {}
+    for r in sorted(records, key=_run_key):
+        if not adapts(r) or adaptations_of(r) is None:
+            continue
+        c = out.setdefault((r["case"], r["strategy"]), {"checked": 0, "adapted": 0, "actions": {}, "t_ms": [],
+                                                         "passes": [], "since_heavy_ms": []})
+        c["checked"] += 1
+        a = first_adaptation(r)
+        if not a:
+            continue
+        c["adapted"] += 1
+        c["actions"][a.get("action")] = c["actions"].get(a.get("action"), 0) + 1
+        c["t_ms"].append(a.get("t_ms"))
+        c["passes"].append(a.get("pass"))
+        c["since_heavy_ms"].append(since_heavy_ms(r, a))
+    for c in out.values():
+        ts = [t for t in c["t_ms"] if t is not None]
+        c["t_ms_range"] = (min(ts), max(ts)) if ts else None
+        for k in ("t_ms", "passes", "since_heavy_ms"):
+            c[k] = _mean(c[k])
+    return out
+
+
+def onset_summary(records):
+    """Per workload whose runs record the writer's onset (late-heavy): the onset and the probe's end relative to
+    the migration's start (mean, min, max over all strategies) and the runs whose writer began before the probe
+    ended (the probe saw the writer: the case did not test what it means to)."""
+    out = {}
+    for r in sorted(records, key=_run_key):
+        if r.get("writer_onset_s") is None:
+            continue
+        c = out.setdefault(r["case"], {"onset": [], "probe_end": [], "early": []})
+        c["onset"].append(r["writer_onset_s"])
+        if r.get("probe_end_s") is not None:
+            c["probe_end"].append(r["probe_end_s"])
+            if r["writer_onset_s"] < r["probe_end_s"]:
+                c["early"].append(run_name(r))
+    return out
+
+
+def run_name(r):
+    return "%s-%s-%s" % (r["case"], r["strategy"], r.get("repeat", 0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Outputs: CSV, report, plots
 
 def csv_text(records):
@@ -244,8 +457,17 @@ def csv_text(records):
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in sorted(records, key=_run_key):
-        w.writerow(dict((k, "" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS))
+        w.writerow(csv_row(r))
     return buf.getvalue()
+
+
+def csv_row(r):
+    """A run's CSV row: its scalar keys and the figures derived from its adaptations and downtime."""
+    first = first_adaptation(r) or {}
+    row = dict(r, adaptation_count=adaptation_count(r), first_adaptation=first.get("action"),
+               first_adaptation_t_ms=first.get("t_ms"), first_adaptation_pass=first.get("pass"),
+               over_downtime_limit=over_downtime_limit(r))
+    return dict((k, "" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS)
 
 
 def _run_key(r):
@@ -342,6 +564,7 @@ def report_md(records, plots=()):
             " | ".join(_baseline_ratio(w, cells, b) for b in BASELINES)))
     lines += ["", "WALM within %d %% of the oracle: %s. Not within: %s." % (
         WITHIN_PCT, ", ".join(within) or "none", ", ".join(missed) or "none")]
+    lines += _adaptation_sections(records, agg, cases)
     lines += [
         "",
         "## WALM's prediction against the measurement",
@@ -366,6 +589,139 @@ def report_md(records, plots=()):
     if plots:
         lines += ["", "## Plots", ""] + ["![%s](%s)" % (os.path.splitext(p)[0], p) for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _ok(c):
+    return "%d/%d" % (c["ok"], c["runs"]) if c else "-"
+
+
+def _cell_tmt(cells, s):
+    return fmt(cells[s]["tmt"]) if s in cells else "-"
+
+
+def _adaptation_sections(records, agg, cases):
+    """The report's sections on run-time adaptation and downtime limits."""
+    lines = [
+        "",
+        "## Run-time adaptation: WALM against the fixed hybrid, the fastest fixed method and itself without it",
+        "",
+        "`walm`: walm_decide (objective urgent), then walm_migrate checks the migration against the decision's "
+        "expectation at every pass boundary and adapts it when it diverges. `walm-static`: the same decision run "
+        "as decided (adaptation off), so WALM / walm-static is what the adaptation buys. `walm-balanced`: objective "
+        "balanced, adaptation on. Hybrid: the fixed hybrid (switch after %d pass). Fastest fixed: the oracle above "
+        "(the fastest of the three methods among those that completed every run). Ratios of mean TMT over "
+        "completed runs (lower is better)." % HYBRID_SWITCH_AFTER_PASSES,
+        "",
+        "| workload | WALM completed | WALM TMT ms | hybrid TMT ms | WALM / hybrid | fastest fixed | WALM / fastest "
+        "fixed | walm-static completed | walm-static TMT ms | WALM / walm-static | walm-balanced completed "
+        "| walm-balanced TMT ms | walm-balanced / hybrid | walm-balanced / fastest fixed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        cells = agg[case]
+        if not any(s in cells for s in WALM_STRATEGIES):
+            continue
+        a = adaptation_ratios(cells)
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            case, _ok(cells.get("walm")), _cell_tmt(cells, "walm"), _cell_tmt(cells, "hybrid"),
+            fmt_ratio(a["to_hybrid"]), a["fastest"] or "-", fmt_ratio(a["to_fastest"]), _ok(cells.get("walm-static")),
+            _cell_tmt(cells, "walm-static"), fmt_ratio(a["to_static"]), _ok(cells.get("walm-balanced")),
+            _cell_tmt(cells, "walm-balanced"), fmt_ratio(a["balanced_to_hybrid"]),
+            fmt_ratio(a["balanced_to_fastest"])))
+
+    counts = downtime_limit_counts(records)
+    lines += [
+        "",
+        "## Downtime against the run's limit",
+        "",
+        "Completed runs whose guest-visible downtime (QEMU's where the guest-visible one is not reported) exceeded "
+        "the downtime limit in effect at the end of the run (%d ms unless a `downtime` adaptation raised it). "
+        "Result says over: the migration result's own `downtime_within_limit` is false (migrate_vm.yml's check of "
+        "the same figures; records from before it have none)." % DOWNTIME_LIMIT_MS,
+        "",
+        "| strategy | completed | over the limit | result says over | runs over the limit (downtime / limit ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for s in order_strategies(counts):
+        c = counts[s]
+        lines.append("| %s | %d | %d | %d | %s |" % (
+            s, c["completed"], len(c["over"]), c["result_over"],
+            ", ".join("%s (%s / %s)" % (run_name(r), fmt(seen_downtime_ms(r), 1), fmt(downtime_limit_of(r)))
+                      for r in c["over"]) or "-"))
+    lines += ["", "Over the limit: %d of %d completed runs." % (
+        sum(len(c["over"]) for c in counts.values()), sum(c["completed"] for c in counts.values()))]
+
+    checked, hits = false_triggers(records)
+    adapted = sorted(set(run_name(r) for r, _ in hits))
+    lines += [
+        "",
+        "## False triggers: adaptations on the calibration's seven workloads",
+        "",
+        "The probe reads these workloads right, so a run with adaptation on (%s) should go as predicted there: "
+        "every adaptation is a false trigger. Runs that recorded no adaptations list (older records) are not "
+        "counted." % ", ".join(s for s, (_, on) in WALM_STRATEGIES.items() if on),
+        "",
+        "%d adaptations in %d of %d runs checked%s" % (len(hits), len(adapted), len(checked),
+                                                        ":" if hits else ".")
+        if checked else "No run with adaptation on recorded its adaptations here.",
+    ]
+    if hits:
+        lines.append("")
+    for r, a in hits:
+        lines.append("- %s: %s at %s ms after pass %s (%s); %s, TMT %s ms" % (
+            run_name(r), a.get("action"), fmt(a.get("t_ms")), a.get("pass"), a.get("reason") or "no reason given",
+            r.get("status"), fmt(r.get("total_time_ms"))))
+
+    summary = detection_summary(records)
+    lines += [
+        "",
+        "## Adaptation: when it fired",
+        "",
+        "Per workload and adapting strategy, the first adaptation of each run: its time into the migration (ms, "
+        "mean and range) and the passes complete by then. Since heavy (late-heavy): the time from the later of the "
+        "migration's start and the writer's first write to the adaptation.",
+        "",
+    ]
+    if summary:
+        lines += ["| workload | strategy | runs checked | adapted | first action | at ms (mean) | range ms "
+                  "| after pass (mean) | since heavy ms (mean) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        lines.append("No run with adaptation on recorded its adaptations here.")
+    for case in cases:
+        for s in order_strategies(set(k[1] for k in summary if k[0] == case)):
+            c = summary[(case, s)]
+            lines.append("| %s | %s | %d | %d | %s | %s | %s | %s | %s |" % (
+                case, s, c["checked"], c["adapted"],
+                ", ".join("%s %d" % kv for kv in sorted(c["actions"].items(), key=lambda kv: (-kv[1], kv[0])))
+                or "-", fmt(c["t_ms"]), "%s-%s" % tuple(fmt(t) for t in c["t_ms_range"]) if c["t_ms_range"] else "-",
+                fmt(c["passes"], 1), fmt(c["since_heavy_ms"])))
+    onsets = onset_summary(records)
+    for case in order_cases(onsets):
+        o = onsets[case]
+        lines += ["", "%s: the writer began %s s (%s to %s) and the probe ended %s s (%s to %s) relative to the "
+                  "migration's start, over %d runs; the writer began before the probe ended in: %s." % (
+                      case, fmt(_mean(o["onset"]), 1), fmt(min(o["onset"]), 1), fmt(max(o["onset"]), 1),
+                      fmt(_mean(o["probe_end"]), 1), fmt(min(o["probe_end"]), 1) if o["probe_end"] else "-",
+                      fmt(max(o["probe_end"]), 1) if o["probe_end"] else "-", len(o["onset"]),
+                      ", ".join(o["early"]) or "none")]
+    rows = detection_rows(records)
+    if rows:
+        lines += [
+            "",
+            "Every adaptation:",
+            "",
+            "| run | probe dirty MiB/s | chose | action | at ms | after pass | dirty MiB/s predicted / measured "
+            "| remaining MiB | since heavy ms | outcome | reason |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for x in rows:
+            lines.append("| %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s, TMT %s ms | %s |" % (
+                x["run"], fmt(x["probe_dirty_mib_s"], 1), x["chose"] or "-", x["action"], fmt(x["t_ms"]),
+                "-" if x["pass"] is None else x["pass"], fmt(x["predicted_dirty_mib_s"], 1),
+                fmt(x["measured_dirty_mib_s"], 1), fmt(x["remaining_mib"]), fmt(x["since_heavy_ms"]), x["status"],
+                fmt(x["total_time_ms"]), (x["reason"] or "-").replace("|", "/")))
+    return lines
 
 
 def _baseline_ratio(w, cells, b):
@@ -431,7 +787,8 @@ def plot_all(records, out_dir):
         for ax, r in zip(axes[:, 0], picks):
             _plot_timeline(ax, r)
         axes[-1, 0].set_xlabel("time since migrate (s)")
-        fig.suptitle("%s: one migration per method" % case)
+        fig.suptitle("%s: one migration per method%s" % (
+            case, " and one that adapted" if any(adaptations_of(r) for r in picks) else ""))
         fig.tight_layout()
         name = "timeline-%s.png" % case
         fig.savefig(os.path.join(out_dir, name), dpi=100)
@@ -442,13 +799,17 @@ def plot_all(records, out_dir):
 
 def timeline_runs(records):
     """One run per method for the timeline: the fixed strategy of that method first, the first completed repeat
-    first; else any strategy that ran the method."""
+    first; else any strategy that ran the method. Then the first run that adapted (walm first), if any."""
     picks = []
     for m in METHODS:
         runs = [r for r in records if r.get("method") == m and r.get("snapshots")]
         runs.sort(key=lambda r: (r["strategy"] != m, r.get("status") != "completed", r.get("repeat", 0)))
         if runs:
             picks.append(runs[0])
+    adapted = [r for r in records if adaptations_of(r) and r.get("snapshots")]
+    adapted.sort(key=lambda r: (r["strategy"] != "walm", r.get("status") != "completed", _run_key(r)))
+    if adapted and adapted[0] not in picks:
+        picks.append(adapted[0])
     return picks
 
 
@@ -466,9 +827,17 @@ def _plot_timeline(ax, r):
     ax.plot(t, left, "s--", label="remaining MiB")
     if r.get("postcopy_started_ms") is not None:
         ax.axvline(r["postcopy_started_ms"] / 1000.0, color="grey", linestyle=":", label="post-copy")
+    for i, a in enumerate(adaptations_of(r) or []):
+        if a.get("t_ms") is not None:
+            ax.axvline(a["t_ms"] / 1000.0, color="tab:red", linestyle="-.", alpha=0.7,
+                       label="adaptation" if i == 0 else None)
+            ax.annotate(a.get("action") or "?", (a["t_ms"] / 1000.0, 0), xytext=(2, 2), textcoords="offset points",
+                        fontsize="x-small", color="tab:red")
+    if r.get("writer_onset_s") is not None:
+        ax.axvline(r["writer_onset_s"], color="tab:purple", linestyle="--", alpha=0.7, label="writer starts")
     ax.set_ylabel("MiB")
     ax.set_title("%s (strategy %s, repeat %s): %s, TMT %s ms, DT %s ms" % (
-        r.get("method"), r.get("strategy"), r.get("repeat"), r.get("status"), fmt(r.get("total_time_ms")),
+        ran_label(r), r.get("strategy"), r.get("repeat"), r.get("status"), fmt(r.get("total_time_ms")),
         fmt(r.get("downtime_ms"))), fontsize="small")
     handles, labels = ax.get_legend_handles_labels()
     series = r.get("progress_series") or []
@@ -553,6 +922,40 @@ def migration_plan(strategy, method=None, switch=None, memory_mib=512, peer_per_
     return "postcopy", None, POSTCOPY_TIMEOUT_S, "abort"
 
 
+def migrate_vars(strategy, method, switch, timeout_s, on_timeout, expectation=None, max_downtime_limit_ms=None):
+    """migrate_vm.yml's extra vars for one run. Only `walm` and `walm-balanced` adapt; the WALM strategies pass the
+    decision's expectation (walm-static too, so that it differs from walm by walm_adapt alone)."""
+    adapt = WALM_STRATEGIES.get(strategy, (None, False))[1]
+    ev = {"walm_method": method, "walm_switch_after_passes": switch or HYBRID_SWITCH_AFTER_PASSES,
+          "walm_timeout_s": timeout_s, "walm_on_timeout": on_timeout, "walm_downtime_limit_ms": DOWNTIME_LIMIT_MS,
+          "walm_adapt": adapt}
+    if strategy in WALM_STRATEGIES and expectation is not None:
+        ev["walm_expect"] = expectation
+    if adapt and max_downtime_limit_ms:
+        ev["walm_max_downtime_limit_ms"] = max_downtime_limit_ms
+    return ev
+
+
+def writer_onset_s(lines, workload, start_after_s, t_start):
+    """When a writer started late (wset_start_after_s) began to write, in seconds relative to the migration's
+    start (negative: before it): its ready line's guest clock (t_ms) plus start_after_s, on the host clock. The
+    guest clock maps to the host's by the smallest host-minus-guest offset of the lines read before the migration
+    (the line read soonest after it was printed; the tail polls every 50 ms). None without a ready line."""
+    import walmlab
+    ready, offsets = None, []
+    for ts, line in lines:
+        rec = walmlab.parse_line(line)
+        if not rec or rec["_kind"] != workload or "t_ms" not in rec:
+            continue
+        if rec.get("state") == "ready" and ready is None:
+            ready = rec["t_ms"] / 1000.0
+        if ts < t_start:
+            offsets.append(ts - rec["t_ms"] / 1000.0)
+    if ready is None or not offsets:
+        return None
+    return round(ready + start_after_s + min(offsets) - t_start, 3)
+
+
 def _decide_params(entry, link_mib_s, objective="urgent", rules=()):
     return {"probe": entry, "link_bandwidth_mib_s": link_mib_s, "link_latency_ms": 0.1,
             "downtime_limit_ms": DOWNTIME_LIMIT_MS, "allow_postcopy": True, "objective": objective,
@@ -599,6 +1002,7 @@ def run_one(case, strategy, repeat, opts):
     migration: nothing was measured)."""
     import walmlab
     workload, args, key = CASES[case]
+    objective, _ = WALM_STRATEGIES.get(strategy, (None, False))
     vm = "bm-%s" % case[:12]
     t_run = time.time()
     walmlab.stop_vm(vm)
@@ -611,14 +1015,15 @@ def run_one(case, strategy, repeat, opts):
         t0 = time.time()
         _, probe = walmlab.module("walm-src", "walm.qemu.walm_probe",
                                   {"name": vm, "state_dir": walmlab.state_dir("walm-src")})
-        probe_s = time.time() - t0
+        t_probe_end = time.time()
+        probe_s = t_probe_end - t0
         entry = {"vm": probe["vms"][0]["vm"], "workload": probe["vms"][0]["workload"]}
         offline = predictions_for(entry, opts.link_mib_s)
         chosen, decide_s, decision, switch = None, None, None, None
-        if strategy == "walm":
+        if objective:
             t0 = time.time()
             _, decision = walmlab.module("localhost", "walm.qemu.walm_decide", {
-                "probe": entry, "link_bandwidth_mib_s": opts.link_mib_s, "objective": "urgent",
+                "probe": entry, "link_bandwidth_mib_s": opts.link_mib_s, "objective": objective,
                 "downtime_limit_ms": DOWNTIME_LIMIT_MS})
             decide_s = time.time() - t0
             chosen, switch = decision["method"], decision.get("switch_after_passes")
@@ -626,11 +1031,10 @@ def run_one(case, strategy, repeat, opts):
             chosen = random_method(opts.seed, case, repeat)
         method, switch, timeout_s, on_timeout = migration_plan(
             strategy, chosen or strategy, switch, opts.memory_mib, opts.peer_timeout_per_gib)
+        extra = migrate_vars(strategy, method, switch, timeout_s, on_timeout,
+                             (decision or {}).get("expectation"), opts.max_downtime_limit_ms)
         time.sleep(GAP_S)
-        proc, result = walmlab.migrate(vm, {
-            "walm_method": method, "walm_switch_after_passes": switch or HYBRID_SWITCH_AFTER_PASSES,
-            "walm_timeout_s": timeout_s, "walm_on_timeout": on_timeout, "walm_downtime_limit_ms": DOWNTIME_LIMIT_MS},
-            check=False)
+        proc, result = walmlab.migrate(vm, extra, check=False)
         time.sleep(AFTER_S)
     finally:
         if tail:
@@ -638,12 +1042,14 @@ def run_one(case, strategy, repeat, opts):
             tail.join()
         walmlab.stop_vm(vm)
     result = result or {"status": "error", "error": proc.stdout[-2000:]}
-    rates, after, series = (None, None, None), None, []
+    rates, after, series, onset = (None, None, None), None, [], None
     if key and result.get("started_at"):
         t_end = result.get("finished_at") or result["started_at"]
         rates = progress_rates(tail, key, workload, result["started_at"], t_end)
         after, series = progress_after_and_series(tail, key, workload, result["started_at"], t_end)
-    if strategy == "walm":
+        if args.get("wset_start_after_s"):
+            onset = writer_onset_s(tail.lines, workload, args["wset_start_after_s"], result["started_at"])
+    if decision:
         p = decision["predictions"][method]
     elif strategy == "peer" and not offline["predictions"]["precopy"]["converges"]:
         p = {}  # the model does not predict a pre-copy forced into post-copy at a timeout
@@ -654,7 +1060,16 @@ def run_one(case, strategy, repeat, opts):
         "workload": workload, "workload_args": args, "vm": vm, "memory_mib": opts.memory_mib,
         "link_rate": opts.link_rate, "link_mib_s": opts.link_mib_s, "seed": opts.seed if strategy == "random" else None,
         "method": method, "chosen_method": chosen, "switch_after_passes": switch, "timeout_s": timeout_s,
-        "on_timeout": on_timeout, "downtime_limit_ms": DOWNTIME_LIMIT_MS,
+        "on_timeout": on_timeout, "objective": objective, "adapt": extra["walm_adapt"],
+        "requested_downtime_limit_ms": DOWNTIME_LIMIT_MS, "max_downtime_limit_ms": extra.get(
+            "walm_max_downtime_limit_ms"),
+        # The limit in effect at the end (a `downtime` adaptation raises it), QEMU's downtime-limit (less the
+        # headroom walm_migrate keeps) and walm_migrate's check of the downtime against the limit.
+        "downtime_limit_ms": result.get("downtime_limit_ms") or DOWNTIME_LIMIT_MS,
+        "qemu_downtime_limit_ms": result.get("qemu_downtime_limit_ms"),
+        "downtime_within_limit": result.get("downtime_within_limit"),
+        "adaptations": result.get("adaptations"), "pass_measurements": result.get("pass_measurements"),
+        "expectation": result.get("expectation") or (decision or {}).get("expectation"),
         "status": result.get("status"), "success": result.get("status") == "completed", "error": result.get("error"),
         "total_time_ms": result.get("total_time_ms"), "downtime_ms": result.get("downtime_ms"),
         "guest_visible_downtime_ms": result.get("guest_visible_downtime_ms"),
@@ -665,6 +1080,8 @@ def run_one(case, strategy, repeat, opts):
         "finished_at": result.get("finished_at"), "snapshots": result.get("snapshots"),
         "probe_s": round(probe_s, 2), "decide_s": None if decide_s is None else round(decide_s, 2),
         "overhead_s": None if decide_s is None else round(probe_s + decide_s, 2),
+        "probe_end_s": (round(t_probe_end - result["started_at"], 3) if result.get("started_at") else None),
+        "writer_onset_s": onset,
         "predicted_total_time_ms": p.get("total_time_ms") if p.get("converges", True) else None,
         "predicted_downtime_ms": p.get("downtime_ms") if p.get("converges", True) else None,
         "predicted_converges": p.get("converges"),
@@ -683,13 +1100,16 @@ def run_path(out_dir, case, strategy, repeat):
 
 
 def progress_line(i, total, r):
-    return ("[%d/%d] %-11s %-8s rep %d -> %-8s %-9s TMT %s ms DT %s ms gvDT %s ms %s MiB passes %s req %s "
-            "slowdown %s %% pred %s ms%s (%.0f s)" % (
+    adapted = ", ".join("%s@%s ms/pass %s" % (a.get("action"), fmt(a.get("t_ms")), a.get("pass"))
+                        for a in adaptations_of(r) or [])
+    return ("[%d/%d] %-11s %-13s rep %d -> %-8s %-9s TMT %s ms DT %s ms gvDT %s ms %s MiB passes %s req %s "
+            "slowdown %s %% pred %s ms%s%s (%.0f s)" % (
                 i, total, r["case"], r["strategy"], r["repeat"], ran_label(r), r["status"], fmt(r["total_time_ms"]),
                 fmt(r["downtime_ms"]), fmt(r["guest_visible_downtime_ms"]),
                 fmt((r["transferred_bytes"] or 0) / 1048576.0), fmt(r["passes"]), fmt(r["postcopy_requests"]),
                 fmt(r["slowdown_pct"]), fmt(r["predicted_total_time_ms"]),
-                " overhead %.1f s" % r["overhead_s"] if r.get("overhead_s") is not None else "", r["wall_s"]))
+                " overhead %.1f s" % r["overhead_s"] if r.get("overhead_s") is not None else "",
+                " adapted: %s" % adapted if adapted else "", r["wall_s"]))
 
 
 def _csv_list(text, known, what):
@@ -705,8 +1125,10 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES), help="workloads (default: all of %(default)s)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help="default: %(default)s")
-    ap.add_argument("--repeats", type=int, default=1, help="runs per cell (default 1; 10 for the full study)")
-    ap.add_argument("--out", help="output directory (default results/benchmark/r<repeats>-<memory>mib-<link-rate>)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per cell (default 1: the quick run; 3 for the study, 10 for the research's 10+)")
+    ap.add_argument("--out", help="output directory (default "
+                    "results/benchmark/v<version>-r<repeats>-<memory>mib-<link-rate>)")
     ap.add_argument("--no-setup", action="store_true", help="the lab is already up: do not run lab_setup.yml")
     ap.add_argument("--memory-mib", type=int, default=512, help="guest RAM (default 512)")
     ap.add_argument("--link-rate", default="1gbit",
@@ -717,12 +1139,15 @@ def main(argv=None):
     ap.add_argument("--peer-timeout-per-gib", type=float, default=PEER_TIMEOUT_S_PER_GIB,
                     help="peer policy's completion timeout per GiB of RAM (default %(default)s s)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the random strategy (default 1)")
+    ap.add_argument("--max-downtime-limit-ms", type=int,
+                    help="ceiling for the `downtime` adaptation of walm and walm-balanced (walm_max_downtime_limit_ms;"
+                         " default unset: the %d ms limit is never raised)" % DOWNTIME_LIMIT_MS)
     ap.add_argument("--report", action="store_true",
                     help="run nothing: rewrite runs.csv, report.md and the plots from OUT/runs/*.json")
     a = ap.parse_args(argv)
     if not a.out:
-        a.out = os.path.join(ROOT, "results", "benchmark", "r%d-%dmib-%s" % (a.repeats, a.memory_mib,
-                                                                           a.link_rate or "unshaped"))
+        a.out = os.path.join(ROOT, "results", "benchmark", "v%d-r%d-%dmib-%s" % (
+            BENCHMARK_VERSION, a.repeats, a.memory_mib, a.link_rate or "unshaped"))
     os.makedirs(os.path.join(a.out, "runs"), exist_ok=True)
     if a.report:
         records = load_runs(a.out)
@@ -742,6 +1167,11 @@ def main(argv=None):
     if seen and link_mib_s_of(seen) and abs(link_mib_s_of(seen) - (link_mib_s_of(a.link_rate) or 0)) > 1:
         print("warning: the lab link is shaped to %s, not %s (--no-setup?)" % (seen, a.link_rate), flush=True)
     # Repeats outermost: an interrupted study still covers every cell once before the second repeat.
+    older = sorted(set(r.get("benchmark_version") for r in load_runs(a.out)) - {BENCHMARK_VERSION})
+    if older:
+        print("warning: %s holds runs of benchmark version %s (this is %d): they are kept and not rerun; "
+              "use another --out for a study of this version" % (a.out, ", ".join(map(str, older)),
+                                                                 BENCHMARK_VERSION), flush=True)
     plan = [(rep, case, s) for rep in range(a.repeats) for case in cases for s in strategies]
     todo = [p for p in plan if not os.path.exists(run_path(a.out, p[1], p[2], p[0]))]
     print("%d runs planned, %d already done, %d to run -> %s" % (len(plan), len(plan) - len(todo), len(todo),

@@ -45,10 +45,18 @@ def test_benchmark_smoke(lab, tmp_path):
     assert 0 < w["probe_s"] and 0 < w["decide_s"] and w["overhead_s"] == pytest.approx(w["probe_s"] + w["decide_s"],
                                                                                         abs=0.02)
     assert w["predicted_total_time_ms"] > 0 and w["reasons"]
+    # Adaptation: on for walm, with the decision's expectation; off for the fixed method. An idle guest goes as
+    # predicted: an adaptation here would be a false trigger.
+    assert records["precopy"]["adapt"] is False and w["adapt"] is True and w["objective"] == "urgent"
+    assert w["expectation"]["method"] == w["chosen_method"]
+    assert records["precopy"]["adaptations"] == [] and w["adaptations"] == [], w["adaptations"]
+    for r in records.values():
+        assert r["downtime_limit_ms"] == 300 and r["downtime_within_limit"] in (True, False), r
 
     # The CSV has both runs; the report has both strategies with numbers; the plots exist.
     rows = list(csv.DictReader(open(str(out / "runs.csv"))))
     assert sorted(r["strategy"] for r in rows) == ["precopy", "walm"]
+    assert [r["adaptation_count"] for r in rows] == ["0", "0"]
     report = (out / "report.md").read_text()
     for strategy in ("precopy", "walm"):
         assert re.search(r"^\| idle \| %s \| [^|]+ \| 1/1 \| \d+ \| \d+ \|" % strategy, report, re.M), report
