@@ -154,9 +154,11 @@ def run_one(case, method, repeat, out_dir):
     probe, decisions = probe_and_decide(vm)
     overhead_s = time.time() - t_probe
     time.sleep(2)
+    # The method as given, with the capabilities it needs and no more: the model is calibrated against it.
     proc, result = walmlab.migrate(vm, {"walm_method": method, "walm_timeout_s": 30, "walm_on_timeout": "abort",
                                         "walm_downtime_limit_ms": DOWNTIME_LIMIT_MS,
-                                        "walm_switch_after_passes": hybrid_switch(decisions)}, check=False)
+                                        "walm_switch_after_passes": hybrid_switch(decisions),
+                                        "walm_adapt": False, "walm_allow_postcopy": False}, check=False)
     time.sleep(3)
     tail.stop.set()
     tail.join()

@@ -18,10 +18,18 @@ The plan, for one source host with one migration link:
 - destination: each VM in plan order goes to the destination with the most free memory left that fits it. A VM
   that fits nowhere is listed in `unplaced` with the reason (its memory, each destination's) and the others still
   go, as they do when one migration fails; the host is then not empty.
+- run-time adaptation: under policy `walm` each migration carries its decision's expectation, and walm_migrate
+  checks a pre-copy against it at every pass boundary (adaptation.py). A pre-copy predicted not to converge then no
+  longer runs until timeout_s: where post-copy is allowed it is switched to post-copy at the boundary where it stops
+  converging (outcome `adapt-postcopy`), else cancelled there (`adapt-abort`, the VM stays on the source). Its
+  predicted TMT is the model's pre-copy passes up to that boundary (plus auto-converge's passes when the throttle
+  action comes first) plus post-copy's own prediction: an upper bound, since post-copy's prediction moves all of
+  the memory while only what the passes left is still to send. Policy `naive` is the baseline without adaptation.
 """
 
 from __future__ import absolute_import, division, print_function
 
+from .adaptation import THROTTLE_PASSES, check_actions
 from .errors import WalmError
 
 POLICIES = ("walm", "naive")
@@ -53,6 +61,14 @@ def _num(value, what, minimum=None):
         raise WalmError("%s must be a number, got %r" % (what, value))
     if minimum is not None and value < minimum:
         raise WalmError("%s must be at least %s, got %s" % (what, minimum, value))
+    return value
+
+
+def _flag(value, default, what):
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise WalmError("%s must be true or false, got %r" % (what, value))
     return value
 
 
@@ -120,12 +136,15 @@ def _memory_mib(name, info, probe):
     return int(_num(memory, "memory_mib of VM %s" % name, 1))
 
 
-def _candidate(name, info, probe, probe_error, decision, policy, on_timeout, timeout_s):
-    """One VM to move: its method and prediction under the policy."""
+def _candidate(name, info, probe, probe_error, decision, policy, run):
+    """One VM to move: its method and prediction under the policy. run: on_timeout, timeout_s, adapt,
+    allow_postcopy and adaptation_actions, as the migrations will run."""
     c = {"name": name, "memory_mib": _memory_mib(name, info, probe), "class": "unknown", "workload_class": None,
-         "method": "precopy", "switch_after_passes": None, "on_timeout": on_timeout,
+         "method": "precopy", "switch_after_passes": None, "on_timeout": run["on_timeout"],
          "predicted_total_time_ms": None, "predicted_downtime_ms": None, "predicted_outcome": "unknown",
-         "decided": False, "heavy": False, "decision_reasons": [], "reasons": [], "meets_goal": None}
+         "decided": False, "heavy": False, "decision_reasons": [], "reasons": [], "meets_goal": None,
+         # naive is the baseline: pre-copy as it comes, no run-time check.
+         "adapt": bool(run["adapt"]) and policy != "naive", "expectation": None}
     if decision is not None and decision.get("failed"):
         c["reasons"].append("walm_decide failed for it (%s): it goes last, by pre-copy, which can fall back to "
                             "the source." % (decision.get("msg") or "no message"))
@@ -150,29 +169,95 @@ def _candidate(name, info, probe, probe_error, decision, policy, on_timeout, tim
         c["switch_after_passes"] = decision.get("switch_after_passes") if method == "hybrid" else None
     c["method"] = method
     c["heavy"] = write_heavy or method != "precopy"
+    # What walm_migrate checks this migration against: the decision's, when it is about the method that runs.
+    expectation = decision.get("expectation")
+    if isinstance(expectation, dict) and expectation.get("method") == method:
+        c["expectation"] = expectation
     pred = preds.get(method) or {}
     if pred.get("converges") is False or (pred and pred.get("total_time_ms") is None):
-        # Pre-copy that does not converge runs until timeout_s, then aborts or switches to post-copy.
-        c["predicted_total_time_ms"] = int(timeout_s * 1000)
-        post = preds.get("postcopy") or {}
-        if on_timeout == "postcopy":
-            c["predicted_outcome"] = "timeout-postcopy"
-            c["predicted_total_time_ms"] += int(post.get("total_time_ms") or 0)
-            c["predicted_downtime_ms"] = post.get("downtime_ms")
-            c["reasons"].append("Pre-copy is predicted not to converge (%s): after timeout_s=%s it switches to "
-                                "post-copy (on_timeout postcopy)." % (pred.get("why_not_converging") or "model",
-                                                                      _g(timeout_s)))
-        else:
-            c["predicted_outcome"] = "timeout-abort"
-            c["reasons"].append("Pre-copy is predicted not to converge (%s): after timeout_s=%s it is cancelled and "
-                                "the VM stays on the source (on_timeout abort), so the host is not emptied."
-                                % (pred.get("why_not_converging") or "model", _g(timeout_s)))
-        c["heavy"] = True
+        _not_converging(c, pred, preds.get("postcopy") or {}, run)
     elif pred:
         c["predicted_total_time_ms"] = pred.get("total_time_ms")
         c["predicted_downtime_ms"] = pred.get("downtime_ms")
         c["predicted_outcome"] = "completed"
     return c
+
+
+def _adaptation_step(c, run):
+    """What the run-time adaptation does to a pre-copy that stops converging: 'postcopy', 'abort', or None (nothing
+    decisive: it runs until timeout_s). downtime and throttle may let it converge, which the model cannot say."""
+    if not c["adapt"]:
+        return None
+    for action in run["adaptation_actions"]:
+        if action == "abort" or (action == "postcopy" and _postcopy_possible(run)):
+            return action
+    return None
+
+
+def _postcopy_possible(run):
+    """postcopy-ram is negotiated when post-copy is allowed or is the timeout action (migration.needs_postcopy)."""
+    return run["allow_postcopy"] or run["on_timeout"] == "postcopy"
+
+
+def _not_converging(c, pred, post, run):
+    """Prediction for a pre-copy the model says does not converge: adapted at run time, or ended by timeout_s."""
+    why = pred.get("why_not_converging") or "model"
+    timeout_s = run["timeout_s"]
+    timeout_ms = int(timeout_s * 1000)
+    c["heavy"] = True
+    step = _adaptation_step(c, run)
+    rounds = pred.get("rounds") or []
+    # The run-time check sees what the model sees: the passes up to the one that stops converging (one pass, about
+    # as long as post-copy's stream of the whole memory, when the passes are not given).
+    passes_ms = sum(r.get("time_ms") or 0 for r in rounds) if rounds else post.get("total_time_ms")
+    actions = list(run["adaptation_actions"])
+    before = actions[:actions.index(step)] if step else []
+    # auto-converge is set only where the throttle action can be reached before post-copy (walm_migrate).
+    throttle_ms = THROTTLE_PASSES * (rounds[-1].get("time_ms") or 0) if "throttle" in before and rounds else 0
+    if step and passes_ms is not None and passes_ms + throttle_ms < timeout_ms:
+        at = ("after pass %d (%s into the migration)" % (len(rounds), _s(passes_ms)) if rounds
+              else "after its first pass (about %s)" % _s(passes_ms))
+        first = []
+        if "downtime" in before:
+            first.append("a higher downtime limit (up to walm_max_downtime_limit_ms, where set)")
+        if throttle_ms:
+            first.append("auto-converge for %d passes (counted: %s)" % (THROTTLE_PASSES, _s(throttle_ms)))
+        tried = (" First %s %s tried; %s may still let it converge." % (
+            " and ".join(first), "are" if len(first) > 1 else "is", "they" if len(first) > 1 else "it")
+            if first else "")
+        if step == "postcopy":
+            c["predicted_outcome"] = "adapt-postcopy"
+            total = post.get("total_time_ms")
+            c["predicted_total_time_ms"] = None if total is None else int(passes_ms + throttle_ms + total)
+            c["predicted_downtime_ms"] = post.get("downtime_ms")
+            c["reasons"].append(
+                "Pre-copy is predicted not to converge (%s): the run-time adaptation switches it to post-copy at "
+                "the pass boundary where it stops converging, predicted %s.%s Predicted TMT at most %s: those "
+                "passes plus post-copy's own prediction, which moves all the memory where only what the passes "
+                "left is still to send." % (why, at, tried, _s(c["predicted_total_time_ms"])))
+        else:
+            c["predicted_outcome"] = "adapt-abort"
+            c["predicted_total_time_ms"] = int(passes_ms + throttle_ms)
+            c["reasons"].append(
+                "Pre-copy is predicted not to converge (%s): %s, so the run-time adaptation cancels it at the pass "
+                "boundary where it stops converging, predicted %s, and the VM stays on the source, so the host is "
+                "not emptied.%s" % (why, "post-copy is not among the adaptation actions before abort"
+                                    if _postcopy_possible(run) else "post-copy is not allowed (walm_allow_postcopy)",
+                                    at, tried))
+        return
+    # Without a decisive adaptation it runs until timeout_s, then aborts or switches to post-copy.
+    c["predicted_total_time_ms"] = timeout_ms
+    if run["on_timeout"] == "postcopy":
+        c["predicted_outcome"] = "timeout-postcopy"
+        c["predicted_total_time_ms"] += int(post.get("total_time_ms") or 0)
+        c["predicted_downtime_ms"] = post.get("downtime_ms")
+        c["reasons"].append("Pre-copy is predicted not to converge (%s): after timeout_s=%s it switches to "
+                            "post-copy (on_timeout postcopy)." % (why, _g(timeout_s)))
+    else:
+        c["predicted_outcome"] = "timeout-abort"
+        c["reasons"].append("Pre-copy is predicted not to converge (%s): after timeout_s=%s it is cancelled and "
+                            "the VM stays on the source (on_timeout abort), so the host is not emptied."
+                            % (why, _g(timeout_s)))
 
 
 def _g(value):
@@ -272,6 +357,10 @@ def plan(params):
     concurrency = 1 if concurrency is None else int(_num(concurrency, "concurrency (walm_concurrency)", 1))
     timeout_s = params.get("timeout_s")
     timeout_s = 600.0 if timeout_s is None else float(_num(timeout_s, "timeout_s (walm_timeout_s)", 1))
+    run = {"on_timeout": on_timeout, "timeout_s": timeout_s,
+           "adapt": _flag(params.get("adapt"), True, "adapt (walm_adapt)"),
+           "allow_postcopy": _flag(params.get("allow_postcopy"), True, "allow_postcopy (walm_allow_postcopy)"),
+           "adaptation_actions": check_actions(params.get("adaptation_actions"))}
     vms = params.get("vms")
     if not isinstance(vms, list):
         raise WalmError("vms must be the list walm_vm_info returns for the source (its 'vms'), got %r" % (vms,))
@@ -299,7 +388,7 @@ def plan(params):
             not_evacuable.append({"name": name, "reason": _NOT_MOVABLE_STATUS[status]})
             continue
         cands.append(_candidate(name, v, probes.get(name), probe_errors.get(name), decisions.get(name), policy,
-                                on_timeout, timeout_s))
+                                run))
     for name, p in sorted(probes.items()):
         if name not in info:
             not_evacuable.append({"name": name, "reason": "a QEMU (pid %s) not started by walm.qemu.walm_vm: WALM "
@@ -323,10 +412,10 @@ def plan(params):
 
     known = [c["predicted_total_time_ms"] for c in order if c["predicted_total_time_ms"] is not None]
     total_ms = sum(known)
-    stays = [c["name"] for c in order if c["predicted_outcome"] == "timeout-abort"]
+    stays = [c["name"] for c in order if c["predicted_outcome"] in ("timeout-abort", "adapt-abort")]
     unknown = [c["name"] for c in order if c["predicted_total_time_ms"] is None]
-    reasons = _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
-                            not_evacuable, unplaced)
+    reasons = _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_ms, stays, unknown,
+                            skipped, not_evacuable, unplaced)
     return {
         "source": source,
         "policy": policy,
@@ -341,16 +430,20 @@ def plan(params):
         "unplaced": unplaced,
         "on_timeout": on_timeout,
         "timeout_s": timeout_s,
+        "adapt": run["adapt"] and policy != "naive",
+        "allow_postcopy": run["allow_postcopy"],
+        "adaptation_actions": list(run["adaptation_actions"]),
         "predicted_migration_time_s": round(total_ms / 1000.0, 3),
         "predicted_mean_wait_s": round(_mean_wait_ms(known) / 1000.0, 3) if len(known) == n else None,
         "predicted_stay_on_source": stays,
+        "predicted_adapt_postcopy": [c["name"] for c in order if c["predicted_outcome"] == "adapt-postcopy"],
         "predicted_unknown": unknown,
         "predicted_empties_host": not stays and not not_evacuable and not unplaced,
         "reasons": reasons,
     }
 
 
-def _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
+def _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
                   not_evacuable, unplaced):
     out = []
     if policy == "walm":
@@ -366,11 +459,26 @@ def _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, s
     else:
         out.append("Order: the source's listing order, every VM by pre-copy (naive policy, as Nova, KubeVirt, oVirt "
                    "and Proxmox evacuate); kept for comparison with the walm policy.")
+    if policy == "naive":
+        out.append("No run-time adaptation (naive is the baseline): a pre-copy runs until it converges or "
+                   "timeout_s ends it.")
+    elif run["adapt"]:
+        out.append("Run-time adaptation: walm_migrate checks each pre-copy (and a hybrid's pre-copy phase) against "
+                   "its prediction at every pass boundary and, when it stops converging, acts in this order: %s%s."
+                   % (", ".join(run["adaptation_actions"]), "" if _postcopy_possible(run)
+                      else " (post-copy not allowed: walm_allow_postcopy is false)"))
+    else:
+        out.append("Run-time adaptation is off (walm_adapt false): a pre-copy runs until it converges or timeout_s "
+                   "ends it.")
     if any(c["predicted_total_time_ms"] is not None for c in order):
+        counted = [text for outcome, text in (
+            ("timeout", "timeouts counted in full"),
+            ("adapt-postcopy", "a pre-copy switched to post-copy counted as its passes plus a whole post-copy"),
+            ("adapt-abort", "a pre-copy the adaptation cancels counted until it is cancelled"))
+            if any(c["predicted_outcome"].startswith(outcome) for c in order)]
         out.append("Predicted time to empty: about %s of migrations one after another (the sum of the predicted "
                    "TMTs%s), plus preparing each destination and checking each VM there."
-                   % (_s(total_ms), ", timeouts counted in full" if any(
-                       c["predicted_outcome"].startswith("timeout") for c in order) else ""))
+                   % (_s(total_ms), "".join(", " + text for text in counted)))
     if concurrency == 1:
         out.append("Concurrency 1: the source has one migration link, and parallel migrations on it only split its "
                    "bandwidth and lengthen every pre-copy.")
@@ -384,8 +492,16 @@ def _plan_reasons(policy, order, listing, concurrency, waves, dests, total_ms, s
             d["name"], d["free_mib"], d["capacity_source"], d["free_mib_left"],
             ", ".join(d["vms"]) if d["vms"] else "no VM") for d in dests))
     if stays:
-        out.append("Predicted to stay on the source (pre-copy does not converge, on_timeout abort): %s. The host "
-                   "will not be empty; use policy walm or on_timeout postcopy." % ", ".join(stays))
+        fixes = [fix for needed, fix in ((policy == "naive", "policy walm"),
+                                         (not run["allow_postcopy"], "allow post-copy (walm_allow_postcopy)"),
+                                         (run["on_timeout"] != "postcopy", "on_timeout postcopy"),
+                                         (_postcopy_possible(run) and any(
+                                             c["predicted_outcome"] == "adapt-abort" for c in order),
+                                          "postcopy before abort in walm_adaptation_actions"))
+                 if needed]
+        out.append("Predicted to stay on the source (pre-copy does not converge and is cancelled, at timeout_s with "
+                   "on_timeout abort or by the run-time adaptation): %s. The host will not be empty; use %s."
+                   % (", ".join(stays), " or ".join(fixes)))
     if unknown:
         out.append("No prediction for %s: migrated last by pre-copy." % ", ".join(unknown))
     for s in skipped:
@@ -436,10 +552,34 @@ def _method_text(c):
 def _plan_why(p, c):
     if not c["decided"]:
         return c["reasons"][1] if len(c["reasons"]) > 1 else c["reasons"][0]
+    # What happens to a pre-copy that does not converge matters more than why the method was chosen.
+    extra = [r for r in c["reasons"] if r.startswith("Pre-copy is predicted not to converge")]
+    if extra:
+        return extra[0]
     if p["policy"] == "naive":
-        extra = [r for r in c["reasons"] if r.startswith("Pre-copy is predicted not to converge")]
-        return extra[0] if extra else "listing order, pre-copy (naive)"
+        return "listing order, pre-copy (naive)"
     return c["decision_reasons"][0] if c["decision_reasons"] else c["reasons"][0]
+
+
+def adaptation_text(result):
+    """What the run-time adaptation did in one migration (walm_migrate's result or migrate_one.yml's), in a
+    phrase: 'adapted: postcopy at 2.40 s (pass 1: ...)' and any later actions; '' when it did nothing."""
+    adaptations = [a for a in ((result or {}).get("adaptations") or []) if isinstance(a, dict)]
+    if not adaptations:
+        return ""
+    first = adaptations[0]
+    text = "adapted: %s at %s (pass %s: %s)" % (first.get("action"), _s(first.get("t_ms")), first.get("pass"),
+                                                first.get("reason"))
+    if len(adaptations) > 1:
+        text += ", then " + ", ".join("%s at %s" % (a.get("action"), _s(a.get("t_ms"))) for a in adaptations[1:])
+    return text
+
+
+def _downtime_seen(result):
+    """The downtime migrate_one.yml judged against the limit: the guest-visible one, else QEMU's."""
+    if result.get("guest_visible_downtime_ms") is not None:
+        return result["guest_visible_downtime_ms"], "guest-visible"
+    return result.get("downtime_ms"), "QEMU"
 
 
 def _measured(row):
@@ -488,6 +628,12 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
             "elapsed_ms": r.get("wall_time_ms") if r else None,
             "downtime_ms": r.get("downtime_ms") if r else None,
             "ran_postcopy": r.get("ran_postcopy") if r else None,
+            "guest_visible_downtime_ms": r.get("guest_visible_downtime_ms") if r else None,
+            "downtime_limit_ms": r.get("downtime_limit_ms") if r else None,
+            "downtime_within_limit": r.get("downtime_within_limit") if r else None,
+            "adapt": r.get("adapt") if r else c["adapt"],
+            "adaptations": (r.get("adaptations") or []) if r else [],
+            "adaptation": adaptation_text(r),
             "status": status,
             "vm_is_on": _where(r) if r else "source (not run)",
             "error": r.get("error") if r else None,
@@ -524,6 +670,8 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
         "migration_phase_s": migration_phase,
         "measured_migration_time_s": round(sum(measured) / 1000.0, 3),
         "predicted_migration_time_s": p["predicted_migration_time_s"],
+        "adapted": [r["vm"] for r in rows if r["adaptations"]],
+        "downtime_over_limit": [r["vm"] for r in rows if r["downtime_within_limit"] is False],
     }
     head = "Evacuation of %s (policy %s): %d of %d VMs moved" % (p["source"], p["policy"], len(completed),
                                                                  len(rows) + len(unplaced))
@@ -535,6 +683,13 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
         head += ", host NOT empty"
     head += "; migrations took %s (predicted %s)." % (_s(sum(measured)), _s(p["predicted_migration_time_s"] * 1000))
     lines = [head] + (_table(SUMMARY_COLUMNS, table_rows) if table_rows else [])
+    for r in rows:
+        if r["adaptation"]:
+            lines.append("%s: %s." % (r["vm"], r["adaptation"]))
+        if r["downtime_within_limit"] is False:
+            seen, what = _downtime_seen(got[r["vm"]])
+            lines.append("%s: downtime %s ms (%s) over the %s ms limit." % (r["vm"], _ms(seen), what,
+                                                                        _ms(r["downtime_limit_ms"])))
     for r in rows:
         if r["status"] != "completed":
             lines.append("%s: %s; the VM is on %s." % (r["vm"], r["error"] or r["status"], r["vm_is_on"]))

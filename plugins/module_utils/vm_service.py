@@ -173,13 +173,14 @@ class VMService(object):
             qmp.execute("cont")
 
     def incoming(self, definition, listen_address, listen_port=0, method="precopy", on_timeout="abort",
-                 source_qemu_version=None, tls_dir=None, tls_allowed_clients=None):
+                 source_qemu_version=None, tls_dir=None, tls_allowed_clients=None, allow_postcopy=False):
         if not definition:
             raise WalmError("state incoming needs the source's definition (from walm_vm_info on the source)")
         if not listen_address:
             raise WalmError("state incoming needs listen_address: the destination address the source connects to")
         own_version = vmhost.qemu_version(self.qemu_binary)[0]
-        caps = capabilities_for(method, on_timeout, [own_version, tuple(source_qemu_version or own_version)])
+        caps = capabilities_for(method, on_timeout, [own_version, tuple(source_qemu_version or own_version)],
+                                allow_postcopy)
         tls = migration_tls.settings("server", tls_dir, allowed_clients=tls_allowed_clients)
         pid = vmhost.running_pid(self.paths)
         if pid:

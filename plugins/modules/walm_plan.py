@@ -29,8 +29,15 @@ description:
   - O(concurrency) groups the order into waves of up to that many VMs, never two write-heavy or post-copy
     migrations in one wave. C(evacuate_host.yml) still runs the migrations one at a time (RV(plan.execution) is
     V(serial)); with one shared link that costs nothing, because parallel migrations only split its bandwidth.
+  - "Under O(policy=walm) each VM carries its decision's expectation (RV(plan.order[].expectation)) for
+    M(walm.qemu.walm_migrate)'s run-time adaptation (O(adapt)), which checks a pre-copy against it at every pass
+    boundary. A pre-copy predicted not to converge then does not run until O(timeout_s): with post-copy allowed
+    (O(allow_postcopy)) it is predicted to be switched to post-copy at the boundary where it stops converging
+    (RV(plan.order[].predicted_outcome) V(adapt-postcopy)), else cancelled there with the VM left on the source
+    (V(adapt-abort)). O(policy=naive) is the baseline without adaptation."
   - With O(results), also summarises the evacuation (RV(summary)) - measured against predicted TMT and downtime,
-    where each VM is now, and the time until the host was empty.
+    where each VM is now, what the run-time adaptation did, whether each downtime kept its limit, and the time
+    until the host was empty.
   - Pure computation; touches nothing, runs anywhere (usually on the controller), supports check mode. See
     C(docs/evacuate.md).
 author: WALM developers
@@ -99,6 +106,28 @@ options:
     description: walm_migrate's O(walm.qemu.walm_migrate#module:timeout_s); a pre-copy that does not converge is predicted to take this long.
     type: float
     default: 600
+  adapt:
+    description:
+      - Whether the migrations run with M(walm.qemu.walm_migrate)'s run-time adaptation
+        (O(walm.qemu.walm_migrate#module:adapt)). Applies to O(policy=walm) only; O(policy=naive) never adapts.
+        Sets RV(plan.order[].adapt) and the predictions of pre-copies that do not converge.
+    type: bool
+    default: true
+  allow_postcopy:
+    description:
+      - Whether the migrations may switch a pre-copy to post-copy at run time (walm_migrate's and the destination's
+        C(allow_postcopy); C(evacuate_host.yml) gives walm_decide the same value). With V(false) (and O(on_timeout)
+        V(abort)) the adaptation can only cancel a pre-copy that does not converge.
+    type: bool
+    default: true
+  adaptation_actions:
+    description:
+      - walm_migrate's O(walm.qemu.walm_migrate#module:adaptation_actions), when the migrations are given other
+        than its default; the first of V(postcopy) (where allowed) and V(abort) decides the prediction of a
+        pre-copy that does not converge. V(downtime) and V(throttle) before it may still let it converge (the model
+        cannot say); the plan counts auto-converge's passes.
+    type: list
+    elements: str
   results:
     description:
       - The per-VM outcomes of the evacuation (C(walm_one_result) of C(playbooks/tasks/migrate_one.yml), each with
@@ -188,12 +217,29 @@ plan:
         heavy: {description: "Write-heavy or post-copy - never two in one wave", type: bool}
         decided: {description: walm_decide made a decision for it, type: bool}
         meets_goal: {description: walm_decide's meets_goal, type: bool}
-        predicted_total_time_ms: {description: "Predicted TMT of its method; timeout_s for a pre-copy that does not
-                                   converge; null when unknown", type: int}
+        predicted_total_time_ms:
+          description:
+            - Predicted TMT of its method; null when unknown.
+            - "For a pre-copy that does not converge: with V(adapt-postcopy) an upper bound - the model's pre-copy
+              passes up to the one where it stops converging (plus auto-converge's passes where the throttle action
+              comes first), plus post-copy's own prediction, which moves all of the memory where only what the
+              passes left is still to send; with V(adapt-abort) those passes; otherwise timeout_s (plus post-copy
+              with on_timeout V(postcopy))."
+          type: int
         predicted_downtime_ms: {description: Predicted downtime, type: int}
         predicted_outcome:
-          description: "completed, timeout-abort (stays on the source), timeout-postcopy or unknown"
+          description:
+            - "V(completed); V(adapt-postcopy) (a pre-copy that does not converge, switched to post-copy at run
+              time); V(adapt-abort) (one cancelled at run time: it stays on the source); V(timeout-abort) (cancelled
+              after timeout_s: it stays on the source); V(timeout-postcopy); or V(unknown)."
           type: str
+        adapt: {description: "Whether its migration runs with walm_migrate's run-time adaptation (false under the
+                naive policy)", type: bool}
+        expectation:
+          description: walm_decide's RV(walm.qemu.walm_decide#module:expectation) for its method, passed to
+            walm_migrate's O(walm.qemu.walm_migrate#module:expect); null without a decision or when the method run
+            is not the one decided (naive).
+          type: dict
         reasons: {description: The plan's sentences for this VM (position, destination), type: list, elements: str}
         decision_reasons: {description: walm_decide's reasons, type: list, elements: str}
     destinations:
@@ -215,8 +261,14 @@ plan:
                                  link, without destination preparation", type: float}
     predicted_mean_wait_s: {description: "Mean predicted time until a VM is off the host in this order (null if a
                             VM has no prediction)", type: float}
-    predicted_stay_on_source: {description: VMs predicted to time out and stay on the source, type: list,
-                               elements: str}
+    predicted_stay_on_source: {description: "VMs predicted to stay on the source (pre-copy cancelled at timeout_s
+                               or by the run-time adaptation)", type: list, elements: str}
+    predicted_adapt_postcopy: {description: VMs whose pre-copy is predicted to be switched to post-copy at run time,
+                               type: list, elements: str}
+    adapt: {description: Whether the migrations run with the run-time adaptation (O(adapt) and not naive), type: bool}
+    allow_postcopy: {description: O(allow_postcopy), type: bool}
+    adaptation_actions: {description: The adaptation's actions in order, as the plan assumed them, type: list,
+                         elements: str}
     predicted_unknown: {description: VMs without a prediction, type: list, elements: str}
     predicted_empties_host: {description: Whether the plan is predicted to empty the host, type: bool}
     reasons: {description: The plan's sentences (order rule, concurrency, destinations, what is left), type: list,
@@ -233,14 +285,18 @@ summary:
   contains:
     rows:
       description: "position, vm, class, method, destination, reasons, predicted_total_time_ms,
-        predicted_downtime_ms, total_time_ms, downtime_ms (measured), elapsed_ms (how long a migration that did not
-        complete ran), status, vm_is_on, error, finished_at"
+        predicted_downtime_ms, predicted_outcome, total_time_ms, downtime_ms (measured), guest_visible_downtime_ms,
+        downtime_limit_ms (in effect at the end), downtime_within_limit (the guest-visible downtime, else QEMU's,
+        within it; null unless completed), elapsed_ms (how long a migration that did not complete ran), adapt,
+        adaptations (walm_migrate's), adaptation (them in a phrase, empty when none), status, vm_is_on, error,
+        finished_at"
       type: list
       elements: dict
     totals:
       description: "vms (planned and unplaced), completed, failed, not_evacuable and unplaced (names), host_empty,
         time_to_empty_s (null unless the host is empty), time_until_last_finished_s (from started_at), migration_phase_s (from migrations_started_at),
-        measured_migration_time_s (sum of the measured TMTs), predicted_migration_time_s"
+        measured_migration_time_s (sum of the measured TMTs), predicted_migration_time_s, adapted (VMs whose
+        migration the run-time adaptation changed), downtime_over_limit (VMs whose downtime exceeded the limit)"
       type: dict
     table: {description: The same lines as RV(table), type: list, elements: str}
 """
@@ -264,6 +320,9 @@ def main():
             concurrency=dict(type="int", default=1),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
             timeout_s=dict(type="float", default=600),
+            adapt=dict(type="bool", default=True),
+            allow_postcopy=dict(type="bool", default=True),
+            adaptation_actions=dict(type="list", elements="str"),
             results=dict(type="list", elements="dict"),
             started_at=dict(type="float"),
             migrations_started_at=dict(type="float"),

@@ -18,8 +18,8 @@ description:
     O(state_dir), all mode 0600, and records the definition so the destination of a migration can start an
     identical QEMU.
   - With O(state=incoming), starts the VM as a migration destination from the source's recorded definition
-    (C(-incoming defer)), sets the migration capabilities of O(migration_method) and listens with
-    C(migrate-incoming); returns the URI the source must migrate to.
+    (C(-incoming defer)), sets the migration capabilities of O(migration_method), O(on_timeout) and
+    O(allow_postcopy) and listens with C(migrate-incoming); returns the URI the source must migrate to.
   - With O(state=started) on a destination that is receiving a migration, waits up to O(wait_running_s) for the
     guest to run there.
   - With O(state=stopped), stops QEMU (QMP C(quit), then SIGTERM, then SIGKILL), deletes the VM's tap devices and
@@ -168,6 +168,16 @@ options:
     type: str
     choices: [abort, postcopy]
     default: abort
+  allow_postcopy:
+    description:
+      - With O(state=incoming), whether the source may switch a pre-copy to post-copy while it runs (the run-time
+        adaptation of M(walm.qemu.walm_migrate), its O(walm.qemu.walm_migrate#module:allow_postcopy)). QEMU takes
+        capabilities only before the migration starts, so C(postcopy-ram) (and C(postcopy-preempt) where both
+        QEMUs have it) is set here even for O(migration_method=precopy).
+      - Give the source the same value, or pass it these RV(capabilities), so that both sides agree. A destination
+        that already waits for the VM with other capabilities is refused (stop it and prepare it again).
+    type: bool
+    default: false
   source_qemu_version:
     description:
       - With O(state=incoming), the source QEMU's version as C([major, minor, micro]) (C(qemu_version_tuple) of
@@ -357,6 +367,7 @@ def main():
             listen_port=dict(type="int", default=0),
             migration_method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
+            allow_postcopy=dict(type="bool", default=False),
             source_qemu_version=dict(type="list", elements="int"),
             tls_dir=dict(type="path"),
             tls_allowed_clients=dict(type="list", elements="str"),
@@ -393,7 +404,7 @@ def _apply(service, p):
     if p["state"] == "incoming":
         return service.incoming(p["definition"], p["listen_address"], p["listen_port"],
                                 p["migration_method"], p["on_timeout"], p["source_qemu_version"],
-                                p["tls_dir"], p["tls_allowed_clients"])
+                                p["tls_dir"], p["tls_allowed_clients"], p["allow_postcopy"])
     if p["state"] == "recover":
         return service.recover(p["listen_address"], p["listen_port"])
     return service.stopped()

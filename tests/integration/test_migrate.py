@@ -179,8 +179,10 @@ def test_postcopy_methods_heavy_writer(vm, method):
 
 def test_precopy_timeout_switches_to_postcopy(vm):
     start_vm(vm, "wset", HEAVY_WSET)
+    # Without the run-time adaptation, which would switch at the first pass boundary, long before the timeout.
     result = assert_migrated_intact(vm, "wset", "written_mib",
-                                    {"walm_method": "precopy", "walm_on_timeout": "postcopy", "walm_timeout_s": 6})
+                                    {"walm_method": "precopy", "walm_on_timeout": "postcopy", "walm_timeout_s": 6,
+                                     "walm_adapt": False})
     assert result["ran_postcopy"] is True and "timeout_s=6" in result["postcopy_reason"]
     assert result["total_time_ms"] >= 6000
 
@@ -189,8 +191,9 @@ def test_precopy_timeout_abort_keeps_vm_on_source(vm):
     start_vm(vm, "wset", HEAVY_WSET)
     src_log = console_log("walm-src", vm)
     wait_until(lambda: last(parse_console(src_log, "wset"), "written_mib"), 60, "wset progress")
-    proc, result = migrate(vm, {"walm_method": "precopy", "walm_on_timeout": "abort", "walm_timeout_s": 6},
-                           check=False)
+    # Without the run-time adaptation, which would switch it to post-copy (or cancel it as "aborted") first.
+    proc, result = migrate(vm, {"walm_method": "precopy", "walm_on_timeout": "abort", "walm_timeout_s": 6,
+                                "walm_adapt": False}, check=False)
     assert proc.returncode != 0
     assert result["status"] == "timeout" and "cancelled" in result["error"]
     assert result["source_status_after"] == "running"
@@ -306,8 +309,9 @@ def test_destination_killed_during_precopy_keeps_vm_on_source(vm):
     outcome = {}
 
     def run():
-        outcome["proc"], outcome["result"] = migrate(vm, {"walm_method": "precopy", "walm_timeout_s": 120},
-                                                     check=False)
+        # A pre-copy to the end: the run-time adaptation would switch this writer to post-copy after pass 1.
+        outcome["proc"], outcome["result"] = migrate(vm, {"walm_method": "precopy", "walm_timeout_s": 120,
+                                                          "walm_adapt": False}, check=False)
 
     worker = threading.Thread(target=run)
     worker.start()

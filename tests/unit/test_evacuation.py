@@ -374,3 +374,111 @@ def test_with_real_decisions_the_heavy_writer_goes_last_by_postcopy():
     naive = plan(params(probes=probes, decisions=decisions, policy="naive"))
     assert names(naive) == ["ev-cpu", "ev-heavy", "ev-idle"]
     assert naive["predicted_stay_on_source"] == ["ev-heavy"]
+
+
+# -- run-time adaptation ----------------------------------------------------------------------------------------
+
+def stubborn(vm="rw", rounds_ms=(2500, 1500)):
+    """An operator rule forced pre-copy on a writer it cannot move: the model gave up after these passes."""
+    d = decision(vm, "precopy", None, cls=WRITE_CLASS)
+    d["predictions"]["precopy"]["rounds"] = [{"pass": i + 1, "time_ms": t, "sent_mib": 100.0, "dirtied_mib": 95.0}
+                                             for i, t in enumerate(rounds_ms)]
+    d["expectation"] = {"method": "precopy", "converges": False, "total_time_ms": None, "downtime_ms": None,
+                        "passes": None, "dirty_rate_mib_s": 160.0, "working_set_mib": 256.0,
+                        "link_bandwidth_mib_s": 114.0, "objective": "urgent", "budget_ms": None}
+    return d
+
+
+@pytest.mark.parametrize("over, outcome, tmt, dt, stays", [
+    # Post-copy allowed: switched at the boundary where pre-copy stops converging (after the model's 2 passes,
+    # 4 s), then at most a whole post-copy (3 s).
+    ({}, "adapt-postcopy", 7000, 20, False),
+    # Auto-converge first: its 3 passes (as long as the last one) are counted before the switch.
+    ({"adaptation_actions": ["throttle", "postcopy", "abort"]}, "adapt-postcopy", 11500, 20, False),
+    # A higher downtime limit first: may still let it converge, not counted.
+    ({"adaptation_actions": ["downtime", "postcopy"]}, "adapt-postcopy", 7000, 20, False),
+    # Post-copy not allowed: auto-converge is given its 3 passes, then it is cancelled (long before timeout_s) and
+    # stays on the source.
+    ({"allow_postcopy": False}, "adapt-abort", 8500, None, True),
+    ({"allow_postcopy": False, "adaptation_actions": ["abort"]}, "adapt-abort", 4000, None, True),
+    # ... unless the timeout action is post-copy: postcopy-ram is negotiated for it anyway.
+    ({"allow_postcopy": False, "on_timeout": "postcopy"}, "adapt-postcopy", 7000, 20, False),
+    # Neither post-copy nor abort among the actions: timeout_s ends it, as without adaptation.
+    ({"adaptation_actions": ["downtime", "throttle"]}, "timeout-abort", 60000, None, True),
+    # Adaptation off: timeout_s ends it.
+    ({"adapt": False}, "timeout-abort", 60000, None, True),
+    ({"adapt": False, "on_timeout": "postcopy"}, "timeout-postcopy", 63000, 20, False),
+    # Passes longer than timeout_s: the timeout comes first.
+    ({"timeout_s": 3}, "timeout-abort", 3000, None, True),
+])
+def test_a_precopy_that_does_not_converge_under_adaptation(over, outcome, tmt, dt, stays):
+    p = plan(params(vms=[info("idle"), info("rw")], decisions=[decision("idle", "precopy", 1000), stubborn()],
+                    **over))
+    rw = [c for c in p["order"] if c["name"] == "rw"][0]
+    assert (rw["method"], rw["predicted_outcome"], rw["predicted_total_time_ms"], rw["predicted_downtime_ms"]) == \
+        ("precopy", outcome, tmt, dt)
+    assert rw["adapt"] is over.get("adapt", True) and rw["heavy"] is True
+    assert rw["expectation"]["method"] == "precopy"
+    assert (p["predicted_stay_on_source"] == ["rw"]) is stays and p["predicted_empties_host"] is not stays
+    assert p["predicted_adapt_postcopy"] == (["rw"] if outcome == "adapt-postcopy" else [])
+    why = [r for r in rw["reasons"] if r.startswith("Pre-copy is predicted not to converge (dirty_rate_near_link)")]
+    assert len(why) == 1
+    if outcome == "adapt-postcopy":
+        assert "switches it to post-copy" in why[0] and "predicted after pass 2 (4.00 s into the migration)" in why[0]
+        assert "at most %s" % ("%.2f s" % (tmt / 1000.0) if tmt < 10000 else "%.1f s" % (tmt / 1000.0)) in why[0]
+        assert any("switched to post-copy counted as its passes plus a whole post-copy" in r for r in p["reasons"])
+    elif outcome == "adapt-abort":
+        assert "cancels it" in why[0] and "stays on the source" in why[0]
+        assert ("First a higher downtime limit (up to walm_max_downtime_limit_ms, where set) and auto-converge for 3 "
+                "passes (counted: 4.50 s) are tried; they may still let it converge." in why[0]) is (tmt == 8500)
+    # The table's why is what happens to it, not the rule that chose pre-copy.
+    assert why[0] in [x for x in plan_table(p) if " rw " in x][0]
+
+
+def test_expectation_and_adapt_follow_the_policy():
+    decisions = [dict(decision("ev-idle", "precopy", 1000), expectation={"method": "precopy", "converges": True}),
+                 decision("ev-cpu", "precopy", 1020, cls=CPU_CLASS),
+                 dict(THREE_DECISIONS[2], expectation={"method": "postcopy", "converges": True})]
+    walm = dict((c["name"], c) for c in plan(params(decisions=decisions))["order"])
+    assert walm["ev-idle"]["expectation"] == {"method": "precopy", "converges": True}
+    assert walm["ev-cpu"]["expectation"] is None  # the decision carried none
+    assert walm["ev-heavy"]["expectation"]["method"] == "postcopy"
+    assert all(c["adapt"] for c in walm.values())
+    p = plan(params(decisions=decisions, policy="naive"))
+    naive = dict((c["name"], c) for c in p["order"])
+    # The baseline: no run-time check, and no expectation of a method it does not run.
+    assert not any(c["adapt"] for c in naive.values()) and p["adapt"] is False
+    assert naive["ev-idle"]["expectation"]["method"] == "precopy" and naive["ev-heavy"]["expectation"] is None
+    assert any(r.startswith("No run-time adaptation (naive is the baseline)") for r in p["reasons"])
+    off = plan(params(decisions=decisions, adapt=False))
+    assert not any(c["adapt"] for c in off["order"]) and any("walm_adapt false" in r for r in off["reasons"])
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"adaptation_actions": ["postcopy", "teleport"]}, "adaptation_actions must list each of"),
+    ({"adapt": "yes"}, "adapt (walm_adapt) must be true or false"),
+    ({"allow_postcopy": 1}, "allow_postcopy (walm_allow_postcopy) must be true or false"),
+])
+def test_bad_adaptation_input_names_the_variable(over, message):
+    with pytest.raises(WalmError) as exc:
+        plan(params(**over))
+    assert message in str(exc.value)
+
+
+def test_summary_shows_the_adaptations_and_downtimes_over_the_limit():
+    p = plan(params(vms=[info("idle"), info("rw")], decisions=[decision("idle", "precopy", 1000), stubborn()]))
+    switched = {"t_ms": 2412, "pass": 1, "action": "postcopy",
+                "reason": "pass 1 shrank the remainder only to 97 % (250.0 MiB dirtied while 258.0 MiB were sent)"}
+    s = summarize(p, [result("idle", dt=350, guest_visible_downtime_ms=372.5, downtime_limit_ms=300,
+                             downtime_within_limit=False, adaptations=[]),
+                      result("rw", tmt=6100, dt=25, downtime_limit_ms=300, downtime_within_limit=True,
+                             adaptations=[switched, dict(switched, action="abort", t_ms=5000)])],
+                  started_at=100.0)
+    rows = dict((r["vm"], r) for r in s["rows"])
+    assert rows["rw"]["adaptation"] == ("adapted: postcopy at 2.41 s (pass 1: pass 1 shrank the remainder only to "
+                                        "97 % (250.0 MiB dirtied while 258.0 MiB were sent)), then abort at 5.00 s")
+    assert rows["rw"]["predicted_outcome"] == "adapt-postcopy" and rows["idle"]["adaptation"] == ""
+    assert s["totals"]["adapted"] == ["rw"] and s["totals"]["downtime_over_limit"] == ["idle"]
+    assert "rw: " + rows["rw"]["adaptation"] + "." in s["table"]
+    assert "idle: downtime 372 ms (guest-visible) over the 300 ms limit." in s["table"]
+    json.dumps(s)

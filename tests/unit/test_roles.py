@@ -9,6 +9,9 @@
   the export reachable with nfs-ls, a sparse qcow2 refused, fixed, and left alone while a QEMU uses it.
 - incoming_destination: its failures before anything starts (missing options, same host, unknown VM). Starting a
   destination QEMU needs a running source VM: that is tests/integration/test_roles.py, in the lab.
+- playbooks/tasks/migrate_one.yml and evacuate_one.yml: single tasks run on local hosts with made-up inputs (one
+  host per case): the result document's downtime judgement, the adaptation options handed to walm_migrate, the
+  evacuation's finish line.
 """
 
 import hashlib
@@ -521,3 +524,135 @@ def test_incoming_destination_refuses_tls_on_one_side_only(tmp_path):
     assert rc != 0
     assert "walm_tls_dir is set for hv2 but not for hv1" in out.replace("\n", " "), out[-3000:]
     assert not dst_dir.exists(), "the destination was touched"
+
+
+# -- migrate_one.yml and evacuate_one.yml: the result document and the operator's line, from made-up inputs -------
+
+def task_named(path, suffix):
+    """The task of a task file whose name ends with suffix (looked for in blocks and rescues too)."""
+    def walk(tasks):
+        for t in tasks or []:
+            if str(t.get("name", "")).endswith(suffix):
+                return t
+            found = walk(t.get("block")) or walk(t.get("rescue"))
+            if found:
+                return found
+        return None
+    task = walk(load_yaml(*path))
+    assert task, "no task named ...%s in %s" % (suffix, "/".join(path))
+    return dict(task)
+
+
+def run_task_per_host(tmp_path, task, cases, outputs):
+    """Run one task on one local host per case (its variables as host variables); returns each host's outputs."""
+    inv = local_inventory(tmp_path, cases)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    save = {"name": "Save", "ansible.builtin.copy": {
+        "content": "{{ {%s} | to_json }}" % ", ".join("'%s': %s" % (k, v) for k, v in outputs.items()),
+        "dest": str(out_dir) + "/{{ inventory_hostname }}.json", "mode": "0600"}}
+    book = str(tmp_path / "book.yml")
+    with open(book, "w") as f:
+        yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": [task, save]}], f)
+    rc, out = playbook(inv, book)
+    assert rc == 0, out[-4000:]
+    return dict((name, json.load(open(str(out_dir / (name + ".json"))))) for name in cases)
+
+
+def _migration(**over):
+    m = {"status": "completed", "method": "precopy", "total_time_ms": 4000, "downtime_ms": 200,
+         "transferred_bytes": 300 * 1048576, "passes": 4, "qemu_version": "QEMU emulator version 8.2.2",
+         "source_stop_time": 1000.0, "downtime_limit_ms": 300, "adapt": True, "adaptations": []}
+    m.update(over)
+    return m
+
+
+ADAPTED_DOWNTIME = {"t_ms": 2400, "pass": 1, "action": "downtime", "reason": "pass 1 shrank the remainder only to 95 %",
+                    "measured": {}, "predicted": {}}
+ADAPTED_POSTCOPY = dict(ADAPTED_DOWNTIME, action="postcopy", t_ms=3100)
+
+
+def _one(migration, resumed_at=None, action="migrate", adaptation=None):
+    return {"walm_migration": migration, "_walm_one_where": {"action": action},
+            "_walm_one_dst_vm": {"vm": {"status": "running", "resumed_at": resumed_at}},
+            "_walm_one_adaptation": adaptation or {}, "walm_one_vm": "vm1", "walm_one_destination": "hv2",
+            "walm_one_downtime_limit_ms": 300}
+
+
+def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effect(tmp_path):
+    task = task_named(("playbooks", "tasks", "migrate_one.yml"), ": migrated")
+    got = run_task_per_host(tmp_path, task, {
+        # The guest-visible downtime (the destination's RESUME less the source's STOP) decides.
+        "within": _one(_migration(), resumed_at=1000.25),
+        "over": _one(_migration(), resumed_at=1000.35),
+        # Unknown guest-visible downtime: QEMU's, against the limit the adaptation raised.
+        "raised": _one(_migration(downtime_ms=450, downtime_limit_ms=600, adaptations=[ADAPTED_DOWNTIME])),
+        # An earlier run completed it: nothing measured, nothing judged.
+        "finish": _one({"skipped": True, "changed": False}, action="finish"),
+        # Recovered post-copy: the resume reports only itself; what the adaptation did before is kept.
+        "recovered": _one(_migration(downtime_ms=30, adapt=False, downtime_limit_ms=300), resumed_at=1000.48,
+                          adaptation={"adapt": True, "adaptations": [ADAPTED_POSTCOPY], "downtime_limit_ms": 500}),
+    }, {"result": "walm_one_result", "message": "walm_one_message"})
+
+    def judged(name):
+        r = got[name]["result"]
+        return r["status"], r["guest_visible_downtime_ms"], r["downtime_limit_ms"], r["downtime_within_limit"]
+    assert judged("within") == ("completed", 250.0, 300, True)
+    assert judged("over") == ("completed", 350.0, 300, False)
+    assert "over the 300 ms limit" in got["over"]["message"] and "limit" not in got["within"]["message"]
+    assert judged("raised") == ("completed", None, 600, True)
+    assert "adapted: downtime at 2.40 s (pass 1: pass 1 shrank the remainder only to 95 %)" \
+        in " ".join(got["raised"]["message"].split())
+    assert judged("finish") == ("completed", None, 300, None)
+    assert judged("recovered") == ("completed", 480.0, 500, True)
+    assert got["recovered"]["result"]["adaptations"] == [ADAPTED_POSTCOPY]
+    assert got["recovered"]["result"]["adapt"] is True
+
+
+def _evac(result, message="", position=1):
+    return {"walm_evac_vm": {"name": "vm1", "destination": "hv2", "position": position,
+                             "predicted_total_time_ms": 5000, "predicted_downtime_ms": 20},
+            "_evac_plan": {"plan": {"order": [{}]}}, "_evac_started_at": 0, "walm_one_result": result,
+            "walm_one_message": message}
+
+
+def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_limit(tmp_path):
+    task = task_named(("playbooks", "tasks", "evacuate_one.yml"), "walm_one_result.status | default('failed') }}")
+    task["register"] = "_line"
+    aborted = ("Migration of vm1 from hv1 to hv2 failed: pre-copy would not converge: pass 1 shrank the remainder "
+               "only to 98 %; cancelled. The VM keeps running on hv1.")
+    got = run_task_per_host(tmp_path, task, {
+        "switched": _evac(_migration(method="precopy", downtime_ms=40, guest_visible_downtime_ms=55.0,
+                                     downtime_within_limit=True, adaptations=[ADAPTED_POSTCOPY])),
+        "over": _evac(_migration(downtime_ms=330, downtime_within_limit=False)),
+        "aborted": _evac(dict(_migration(status="aborted", adaptations=[dict(ADAPTED_POSTCOPY, action="abort")]),
+                              whereabouts="rollback"), message=aborted),
+    }, {"line": "_line.msg"})
+    line = dict((k, " ".join(v["line"].split())) for k, v in got.items())
+    assert "downtime 40 ms (predicted 20; guest-visible 55.0 ms) within the 300 ms limit" in line["switched"]
+    assert "adapted: postcopy at 3.10 s (pass 1: pass 1 shrank the remainder only to 95 %)" in line["switched"]
+    assert "downtime 330 ms (predicted 20) over the 300 ms limit" in line["over"] and "adapted" not in line["over"]
+    assert line["aborted"] == aborted  # the error says it already
+
+
+def test_migrate_one_hands_the_adaptation_options_to_walm_migrate_or_leaves_them_to_it(tmp_path):
+    task = task_named(("playbooks", "tasks", "migrate_one.yml"), "Migrate from the source")
+    args = task["walm.qemu.walm_migrate"]
+    # The module's arguments as a fact: a value that renders to omit drops out, as it does for the module.
+    probe = {"name": "Arguments", "ansible.builtin.set_fact": {"_args": dict(
+        (k, args[k]) for k in ("allow_postcopy", "adapt", "expect", "adaptation_actions", "max_downtime_limit_ms"))}}
+    base = {"walm_one_vm": "vm1", "_walm_one_where": {"action": "migrate"}}
+    expect = {"method": "precopy", "converges": True, "total_time_ms": 850}
+    got = run_task_per_host(tmp_path, probe, {
+        # migrate_vm.yml passes what it was given, omit for the rest.
+        "unset": dict(base, walm_one_adapt="{{ omit }}", walm_one_expect="{{ omit }}",
+                      walm_one_adaptation_actions="{{ omit }}", walm_one_max_downtime_limit_ms="{{ omit }}"),
+        "given": dict(base, walm_one_allow_postcopy=False, walm_one_adapt=False, walm_one_expect=expect,
+                      walm_one_adaptation_actions=["downtime", "abort"], walm_one_max_downtime_limit_ms=4000),
+        # evacuate_one.yml: a VM without a decision has no expectation.
+        "undecided": dict(base, walm_one_adapt=True, walm_one_expect=None),
+    }, {"args": "_args"})
+    assert got["unset"]["args"] == {"allow_postcopy": True}
+    assert got["given"]["args"] == {"allow_postcopy": False, "adapt": False, "expect": expect,
+                                    "adaptation_actions": ["downtime", "abort"], "max_downtime_limit_ms": 4000}
+    assert got["undecided"]["args"] == {"allow_postcopy": True, "adapt": True}
