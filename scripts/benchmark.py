@@ -931,6 +931,8 @@ def migrate_vars(strategy, method, switch, timeout_s, on_timeout, expectation=No
           "walm_adapt": adapt}
     if strategy in WALM_STRATEGIES and expectation is not None:
         ev["walm_expect"] = expectation
+    if not adapt and method == "precopy" and on_timeout == "abort":
+        ev["walm_allow_postcopy"] = False  # a fixed pre-copy negotiates no post-copy it cannot use, as before
     if adapt and max_downtime_limit_ms:
         ev["walm_max_downtime_limit_ms"] = max_downtime_limit_ms
     return ev

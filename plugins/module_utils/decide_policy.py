@@ -542,9 +542,10 @@ class _Choice(object):
         if not finishing:
             return self.pre, False, [
                 "No method meets the goal (%s): pre-copy is predicted not to converge and post-copy is not allowed "
-                "(allow_postcopy: false). WALM runs pre-copy anyway: it will not finish on its own, so "
-                "walm_migrate's timeout_s ends it and its timeout action applies (abort keeps the VM running on "
-                "the source). To move this VM, allow post-copy, reduce the guest's load or give the migration "
+                "(allow_postcopy: false). WALM runs pre-copy anyway: it will not finish on its own. walm_migrate's "
+                "run-time check acts at the first pass that confirms it (a higher downtime limit up to "
+                "max_downtime_limit_ms, throttling, or abort, which keeps the VM running on the source); without "
+                "it timeout_s ends it and its timeout action applies. To move this VM, allow post-copy, reduce the guest's load or give the migration "
                 "more bandwidth." % self.goal()]
         if not fitting:
             best = min(finishing, key=lambda p: (round(p["downtime_ms"], 3), SAFETY_ORDER[p["method"]],
@@ -600,8 +601,10 @@ def _apply_rule(rule, choice, model, chosen):
         text += " The model alone would choose %s." % _label(chosen)
     ok = choice.meets(forced)
     if not forced["converges"]:
-        text += (" It does not meet the goal: pre-copy is predicted not to converge, so walm_migrate's timeout_s "
-                 "ends it and its timeout action applies (abort keeps the VM running on the source).")
+        text += (" It does not meet the goal: pre-copy is predicted not to converge. walm_migrate's run-time check "
+                 "(adapt) acts at the first pass that confirms it (post-copy where allowed, else a higher downtime "
+                 "limit, throttling or abort, which keeps the VM running on the source); without it timeout_s ends "
+                 "the migration and its timeout action applies.")
     elif forced["downtime_ms"] > choice.limit:
         text += " It does not meet the goal: predicted downtime %s exceeds the %s limit." % (
             _ms(forced["downtime_ms"]), _ms(choice.limit))
