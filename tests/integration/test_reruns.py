@@ -216,8 +216,9 @@ def test_tls_migration_on_the_lab_and_a_peer_without_a_certificate(vm, tmp_path)
     """Between the two lab hosts over TLS: junk from a peer without a certificate does not reach the waiting
     destination, which then takes the real, encrypted migration; the guest's memory and disk come through."""
     inv, dirs = _lab_certificates(tmp_path)
+    # Prepared as migrate_vm.yml prepares it (post-copy negotiated, walm_allow_postcopy's default), so it is reused.
     dst = _verify_guest_and_its_destination(vm, tls_dir=os.path.join(dirs, "walm-dst"),
-                                            tls_allowed_clients=["CN=walm-src"])
+                                            tls_allowed_clients=["CN=walm-src"], allow_postcopy=True)
     port = dst["incoming_uri"].rsplit(":", 1)[1]
     # A peer on the source host without a certificate sends 4 KiB of random bytes to the waiting destination.
     junk = ("import os, socket; s = socket.create_connection(('10.77.0.2', %s), 5); s.sendall(os.urandom(4096)); "
