@@ -260,10 +260,11 @@ class Monitor(object):
         needed_ms = m["_remaining"] / m["_throughput"] * 1000.0 / (1.0 - self.headroom_pct / 100.0)
         new = min(self.ceiling_ms, max(2 * self.limit_ms, int(math.ceil(needed_ms))))
         old, self.limit_ms = self.limit_ms, new
-        entry = self._record(m, "downtime", "%s; downtime limit raised from %d ms to %d ms (ceiling %d ms)"
-                             % (why, old, new, self.ceiling_ms))
-        entry.update(downtime_limit_ms=new, qemu_downtime_limit_ms=self.qemu_limit_ms)
-        return entry
+        self._record(m, "downtime", "%s; downtime limit raised from %d ms to %d ms (ceiling %d ms)"
+                     % (why, old, new, self.ceiling_ms))
+        # The recorded adaptation says which limit each step set, as the action handed to the engine does.
+        self.adaptations[-1].update(downtime_limit_ms=new, qemu_downtime_limit_ms=self.qemu_limit_ms)
+        return dict(self.adaptations[-1])
 
     def _record(self, m, action, why):
         if action in ("postcopy", "abort"):

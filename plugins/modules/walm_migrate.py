@@ -350,7 +350,8 @@ adaptations:
     - What the run-time check did, one entry per action - C(t_ms) (into the migration), C(pass) (complete
       passes), C(action) (V(postcopy), V(downtime), V(throttle), V(abort)), C(reason), C(measured)
       (C(dirty_rate_mib_s), C(throughput_mib_s), C(remaining_mib), C(shrink_ratio)) and C(predicted)
-      (C(dirty_rate_mib_s), C(total_time_ms), C(passes), C(budget_ms)).
+      (C(dirty_rate_mib_s), C(total_time_ms), C(passes), C(budget_ms)); a V(downtime) entry also gives the
+      C(downtime_limit_ms) it set and the C(qemu_downtime_limit_ms) handed to QEMU.
     - Empty when the migration went as predicted.
   returned: unless check mode or resume
   type: list

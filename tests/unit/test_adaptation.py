@@ -94,6 +94,8 @@ def test_raised_downtime_is_what_the_remainder_needs_capped_at_the_ceiling():
     m2 = Monitor("precopy", PRE_IDLE, actions=("downtime",), downtime_limit_ms=300, max_downtime_limit_ms=1000)
     (act2,) = m2.observe(HEAVY[0]) + m2.observe(HEAVY[1])
     assert act2["downtime_limit_ms"] == 1000
+    # The result's adaptations say which limit each step set.
+    assert m.adaptations[-1]["downtime_limit_ms"] == 2572 and m2.adaptations[-1]["downtime_limit_ms"] == 1000
 
 
 def test_skipped_passes_and_tiny_passes_are_measured_together_or_not_at_all():
