@@ -271,17 +271,15 @@ def tun_interfaces(pid, proc="/proc"):
     return sorted(names)
 
 
-def nic_conflicts(nics, proc="/proc"):
-    """What already uses the taps or MACs of `nics` in this network namespace (a host's, or a lab host's), as
-    sentences; empty when nothing does.
+def nic_users(proc="/proc"):
+    """Who uses which tap and MAC in this network namespace (a host's, or a lab host's): ({tap: [who]},
+    {mac: [who]}).
 
-    A tap without multi-queue is opened by one process only: QEMU would fail to start on it. Two NICs with one MAC
-    on a network confuse every switch and bridge on it. Taps are found by the /dev/net/tun descriptors of every
-    process, MACs on the command lines of the QEMUs.
+    A tap without multi-queue is opened by one process only. Taps are found by the /dev/net/tun descriptors of
+    every process, MACs (lower case) on the command lines of the QEMUs.
     """
     mine = netns_id("self", proc)
-    taps = dict((n["tap"], []) for n in nics)
-    macs = dict((n["mac"].lower(), []) for n in nics)
+    taps, macs = {}, {}
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
@@ -293,13 +291,21 @@ def nic_conflicts(nics, proc="/proc"):
         who = ("VM '%s' (QEMU pid %d)" % (facts["name"], pid) if facts["name"]
                else "pid %d (%s)" % (pid, os.path.basename(argv[0]) if argv else "gone"))
         for tap in tun_interfaces(pid, proc):
-            if tap in taps:
-                taps[tap].append(who)
+            taps.setdefault(tap, []).append(who)
         for mac in facts["macs"]:
-            if mac in macs:
-                macs[mac].append(who)
-    out = ["tap %s is held open by %s" % (tap, ", ".join(users)) for tap, users in sorted(taps.items()) if users]
-    out += ["MAC %s is used by %s" % (mac, ", ".join(users)) for mac, users in sorted(macs.items()) if users]
+            macs.setdefault(mac, []).append(who)
+    return taps, macs
+
+
+def nic_conflicts(nics, proc="/proc", users=None):
+    """What already uses the taps or MACs of `nics` in this network namespace, as sentences; empty when nothing
+    does. A tap held open by another process would make QEMU fail to start; two NICs with one MAC on a network
+    confuse every switch and bridge on it. users: nic_users()'s answer, when the caller has it already."""
+    taps, macs = users if users is not None else nic_users(proc)
+    out = ["tap %s is held open by %s" % (tap, ", ".join(taps[tap]))
+           for tap in sorted(set(n["tap"] for n in nics)) if taps.get(tap)]
+    out += ["MAC %s is used by %s" % (mac, ", ".join(macs[mac]))
+            for mac in sorted(set(n["mac"].lower() for n in nics)) if macs.get(mac)]
     return out
 
 

@@ -16,7 +16,7 @@ import time
 from . import adaptation, migration_tls, vmhost, vmlock
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
-from .vmdef import HostPaths
+from .vmdef import HostPaths, fingerprint
 
 METHODS = ("precopy", "postcopy", "hybrid")
 ON_TIMEOUT = ("abort", "postcopy")
@@ -607,6 +607,9 @@ def migrate_vm(params, check_mode=False):
                         % (params["name"], params["state_dir"], ", ".join(known) or "none"))
     record = vmhost.read_record(paths) or {}
     expected = params.get("expected_definition_sha256")
+    if record.get("definition"):
+        # Computed afresh: a record written by an earlier version may carry a fingerprint that counted tap names.
+        record["definition_sha256"] = fingerprint(record["definition"])
     if expected and record.get("definition_sha256") != expected:
         raise WalmError("VM '%s': the destination was prepared from a different definition (sha256 %s) than the "
                         "one this host runs (%s); migrating would fail or corrupt the guest. Stop the "

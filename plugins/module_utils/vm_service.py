@@ -12,7 +12,7 @@ import os
 import socket
 import time
 
-from . import discovery, eventlog, migration_tls, vmhost, vmlock
+from . import discovery, eventlog, migration_tls, nicnames, vmhost, vmlock
 from .errors import WalmError
 from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
@@ -91,7 +91,14 @@ class VMService(object):
                             "(e.g. pc-q35-7.2), got the alias %r; pass the definition recorded by the source"
                             % (self.name, d["machine"]))
         d["machine"] = concrete
-        conflicts = discovery.nic_conflicts(d["nics"])
+        users = discovery.nic_users()
+        if for_incoming:
+            # The tap name is this host's: where another process here holds the source's, take one of our own.
+            d["nics"], renames = nicnames.host_taps(self.name, d["nics"], users[0], vmhost.tap_exists)
+            for old, new, holders in renames:
+                self.actions.append("NIC on tap %s here: tap %s is held open by %s on this host"
+                                    % (new, old, ", ".join(holders)))
+        conflicts = discovery.nic_conflicts(d["nics"], users=users)
         if conflicts:
             raise WalmError("VM '%s' cannot start here: %s. Give each VM on a host its own tap and MAC "
                             "(definition.nics[].tap and .mac), or stop what uses them first"

@@ -227,5 +227,9 @@ def _drive_escape(value):
 
 
 def fingerprint(d):
-    """sha256 of a normalized definition: equal on both hosts exactly when they would build the same machine."""
-    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """sha256 of a normalized definition: equal on both hosts exactly when they would build the same machine.
+
+    A NIC's tap name is left out: it is the host's (a destination may give the NIC a tap of its own), while its
+    MAC, bridge and device model are the machine's."""
+    machine = dict(d, nics=[dict((k, v) for k, v in nic.items() if k != "tap") for nic in d.get("nics") or []])
+    return hashlib.sha256(json.dumps(machine, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -118,10 +118,14 @@ options:
             default: false
       nics:
         description:
-          - Virtio NICs on tap devices; the same tap name must exist (or be creatable) on both hosts.
-          - Before anything is created or started, on the source as on a destination, the module fails if a NIC's
-            tap is held open by another process on this host (a tap takes one QEMU) or its MAC is on another QEMU's
-            command line here, naming that VM.
+          - Virtio NICs on tap devices. The MAC, the bridge and the device model are the guest's and stay the same
+            on every host; the tap name is the host's.
+          - Starting a VM (O(state=started)), the module fails before anything is created or started if a NIC's tap
+            is held open by another process on this host (a tap takes one QEMU), naming that VM.
+          - With O(state=incoming), a NIC whose tap is held open by another process on this host gets a tap name of
+            this host's own (C(wt) and a digest of the VM's name, stable for the VM); the recorded definition, and so
+            RV(vm.definition), name the tap the VM uses here, and RV(actions) says which NIC was renamed and why.
+          - On every host, a MAC already on another QEMU's command line here fails the module, naming that VM.
         type: list
         elements: dict
         default: []
@@ -288,8 +292,9 @@ incoming_uri:
   type: str
   sample: tcp:10.77.0.2:40233
 definition_sha256:
-  description: With O(state=incoming), the fingerprint of the definition the destination was started from; pass it
-    to M(walm.qemu.walm_migrate) (O(walm.qemu.walm_migrate#module:expected_definition_sha256)).
+  description: With O(state=incoming), the fingerprint of the definition the destination was started from (the
+    machine's: tap names, which are each host's, are left out); pass it to M(walm.qemu.walm_migrate)
+    (O(walm.qemu.walm_migrate#module:expected_definition_sha256)).
   returned: when state is incoming
   type: str
 recover_uri:

@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.walm.qemu.plugins.module_utils import eventlog
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
 from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths
+from lab import netns
 from walmlab import (KERNEL_TROUBLE, console_log, console_text, kernel_trouble, migrate, module, parse_console,
                      pid_running, start_vm, state_dir, stop_vm, wait_until)
 
@@ -360,3 +361,29 @@ def test_mismatched_destination_definition_is_refused_before_anything_changes(vm
     assert not ok and "prepared from a different definition" in res["msg"], res
     assert qmp_status("walm-src", vm) == "running"
     assert qmp_status("walm-dst", vm) == "inmigrate"  # untouched: still waiting, nothing was sent
+
+
+def test_destination_that_already_uses_the_tap_name_gives_the_nic_its_own(vm):
+    """A tap name is the host's: walm-dst already runs a VM on tap0, and the incoming VM (tap0 on walm-src) gets a
+    tap of walm-dst's own on the same bridge, with its MAC; its traffic flows there and the other VM is untouched."""
+    bystander = vm[:18] + "-by"
+    start_vm(bystander, "idle", host="walm-dst", mac="52:54:00:77:00:70", ip="10.77.0.170/24")
+    try:
+        start_vm(vm, "net", {"net_rate_mbit": 5, "net_dst": "10.77.0.1"})
+        result = assert_migrated_intact(vm, "net", "seq")
+        _, info = module("walm-dst", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-dst")})
+        (nic,) = info["vms"][0]["definition"]["nics"]
+        assert nic["tap"] != "tap0" and nic["mac"] == "52:54:00:77:00:64" and nic["bridge"] == "br0", nic
+        # The renamed tap is on the bridge, and the guest's datagrams go out through it on walm-dst.
+        (link,) = json.loads(netns("walm-dst", "ip", "-j", "link", "show", nic["tap"]).stdout)
+        assert link.get("master") == "br0", link
+        stat = "/sys/class/net/%s/statistics/rx_packets" % nic["tap"]
+        before = int(netns("walm-dst", "cat", stat).stdout)
+        wait_until(lambda: int(netns("walm-dst", "cat", stat).stdout) > before + 50, 30, "guest traffic on the tap")
+        # The VM that was there first keeps its tap and runs on.
+        assert qmp_status("walm-dst", bystander) == "running"
+        _, by = module("walm-dst", "walm.qemu.walm_vm_info", {"name": bystander, "state_dir": state_dir("walm-dst")})
+        assert by["vms"][0]["definition"]["nics"][0]["tap"] == "tap0"
+        print("incoming NIC on %s (tap0 held by %s); TMT %s ms" % (nic["tap"], bystander, result["total_time_ms"]))
+    finally:
+        stop_vm(bystander)
