@@ -53,9 +53,9 @@ options:
       - The VMs recorded on the source, C(vms) of M(walm.qemu.walm_vm_info) run there without a name, in its listing
         order (by name). Running ones are planned; stopped ones are skipped; a destination of an incoming
         migration or a copy that already migrated away cannot be moved and is listed in C(not_evacuable).
+      - Required unless O(plan) is given.
     type: list
     elements: dict
-    required: true
   probes:
     description:
       - C(vms) of M(walm.qemu.walm_probe) run on the source without a name (every QEMU there). A probed QEMU that
@@ -81,9 +81,9 @@ options:
     description:
       - The destination hosts, each a dict with C(name) (inventory host), C(free_mib) (memory available for
         migrated VMs, MiB) and optionally C(capacity_source) (where the figure came from, for the reasons).
+      - Required unless O(plan) is given.
     type: list
     elements: dict
-    required: true
   policy:
     description: V(walm) (shortest predicted TMT first, methods as decided) or V(naive) (listing order, all pre-copy).
     type: str
@@ -128,6 +128,12 @@ options:
         cannot say); the plan counts auto-converge's passes.
     type: list
     elements: str
+  plan:
+    description:
+      - RV(plan) as this module returned it before the migrations. With O(results), the summary is made of that plan
+        (the one the migrations followed) instead of planning again from the same inputs; O(vms), O(probes),
+        O(decisions) and O(destinations) are then not needed and not read.
+    type: dict
   results:
     description:
       - The per-VM outcomes of the evacuation (C(walm_one_result) of C(playbooks/tasks/migrate_one.yml), each with
@@ -311,11 +317,11 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             source=dict(type="str", required=True),
-            vms=dict(type="list", elements="dict", required=True),
+            vms=dict(type="list", elements="dict"),
             probes=dict(type="list", elements="dict", default=[]),
             probe_failures=dict(type="list", elements="dict", default=[]),
             decisions=dict(type="list", elements="dict", default=[]),
-            destinations=dict(type="list", elements="dict", required=True),
+            destinations=dict(type="list", elements="dict"),
             policy=dict(type="str", default="walm", choices=["walm", "naive"]),
             concurrency=dict(type="int", default=1),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
@@ -323,6 +329,7 @@ def main():
             adapt=dict(type="bool", default=True),
             allow_postcopy=dict(type="bool", default=True),
             adaptation_actions=dict(type="list", elements="str"),
+            plan=dict(type="dict"),
             results=dict(type="list", elements="dict"),
             started_at=dict(type="float"),
             migrations_started_at=dict(type="float"),
@@ -330,8 +337,11 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p["plan"] is None and (p["vms"] is None or p["destinations"] is None):
+        module.fail_json(msg="walm_plan needs vms and destinations to plan an evacuation (or plan, the plan it "
+                             "returned before, to summarise one)")
     try:
-        result = {"plan": plan(p)}
+        result = {"plan": p["plan"] if p["plan"] is not None else plan(p)}
         if p["results"] is not None:
             result["summary"] = summarize(result["plan"], p["results"], p["started_at"],
                                           p["migrations_started_at"])

@@ -315,6 +315,17 @@ def test_summary_of_an_emptied_host():
     json.dumps(s)  # goes to the results file as is
 
 
+def test_the_summary_takes_back_the_plan_as_it_came_through_json():
+    """evacuate_host.yml hands walm_plan the plan it returned before (through Ansible, i.e. JSON) instead of planning
+    again: the summary is the same as from the plan itself."""
+    for policy in ("walm", "naive"):
+        p = plan(params(policy=policy))
+        results = [result("ev-idle", finished_at=103.0), result("ev-heavy", status="timeout", tmt=None, dt=None,
+                                                                wall_time_ms=60100, finished_at=170.0)]
+        assert summarize(json.loads(json.dumps(p)), results, started_at=100.0) == summarize(p, results,
+                                                                                           started_at=100.0)
+
+
 def test_summary_names_the_vm_that_stayed():
     p = plan(params(policy="naive"))
     s = summarize(p, [result("ev-cpu"), result("ev-heavy", status="timeout", tmt=None, dt=None, wall_time_ms=60100,
