@@ -614,6 +614,36 @@ def _apply_rule(rule, choice, model, chosen):
     return forced, ok, text
 
 
+def check_options(params):
+    """walm_decide's options other than the probe, checked as decide() checks them (WalmError naming the fix), so
+    that a caller deciding for many VMs refuses bad options once, before any VM."""
+    opts = _options(params)
+    read_thresholds(params.get("thresholds"))
+    model_params(params.get("model"))
+    compile_rules(params.get("rules"), opts["allow_postcopy"])
+    return opts
+
+
+def decide_each(probes, options, names=None):
+    """walm_decide for every probe reading (those of VMs in `names` when given), as a library call: the list of
+    results, each naming its VM in `vm`; a VM the model cannot decide gets {"vm", "failed": True, "msg"} and does not
+    stop the others. options: walm_decide's options without the probe, checked once first."""
+    options = dict(options or {})
+    if "probe" in options:
+        raise WalmError("the decide options must not hold a probe: each VM's reading is given by probes")
+    check_options(options)
+    out = []
+    for reading in probes or []:
+        name = ((reading or {}).get("vm") or {}).get("name") if isinstance(reading, dict) else None
+        if names is not None and name not in names:
+            continue
+        try:
+            out.append(decide(dict(options, probe=reading)))
+        except WalmError as exc:
+            out.append({"vm": name, "failed": True, "msg": str(exc)})
+    return out
+
+
 def decide(params):
     """walm_decide: the method for one VM, the predictions of every method and the reasons, as a result dict.
 

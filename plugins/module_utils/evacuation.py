@@ -30,6 +30,7 @@ The plan, for one source host with one migration link:
 from __future__ import absolute_import, division, print_function
 
 from .adaptation import THROTTLE_PASSES, check_actions
+from .decide_policy import decide_each
 from .errors import WalmError
 
 POLICIES = ("walm", "naive")
@@ -368,7 +369,12 @@ def plan(params):
     probes = _by_name(params.get("probes"), "probes")
     probe_errors = dict((n, f.get("error") or "probe failed")
                         for n, f in _by_name(params.get("probe_failures"), "probe_failures").items())
-    decisions = _by_name(params.get("decisions"), "decisions", key="vm")
+    decisions = params.get("decisions")
+    if not decisions and params.get("decide") is not None:
+        # Decided here, as a library call, for the VMs walm_vm_info lists (not one walm_decide task per VM).
+        decisions = decide_each(params.get("probes"), params["decide"], names=set(v.get("name") for v in vms
+                                                                                  if isinstance(v, dict)))
+    decisions = _by_name(decisions, "decisions", key="vm")
     for n in decisions:
         if n not in info:
             raise WalmError("There is a decision for VM %s, which walm_vm_info does not list on %s; pass the "

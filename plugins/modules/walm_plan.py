@@ -77,6 +77,51 @@ options:
     type: list
     elements: dict
     default: []
+  decide:
+    description:
+      - Decide here instead of passing O(decisions) - M(walm.qemu.walm_decide)'s options other than C(probe), applied
+        to every probed VM that O(vms) lists, as a library call (one step for the whole host, not one task per VM).
+        Options left out take walm_decide's defaults. Bad options fail the module before any VM is decided; a VM the
+        model cannot decide is planned last, by pre-copy, as a failed entry of O(decisions) is.
+      - Ignored when O(decisions) is given.
+    type: dict
+    suboptions:
+      link_bandwidth_mib_s:
+        description: O(walm.qemu.walm_decide#module:link_bandwidth_mib_s).
+        type: float
+        required: true
+      link_latency_ms:
+        description: O(walm.qemu.walm_decide#module:link_latency_ms) (default 0.1).
+        type: float
+      downtime_limit_ms:
+        description: O(walm.qemu.walm_decide#module:downtime_limit_ms) (default 300).
+        type: int
+      allow_postcopy:
+        description: O(walm.qemu.walm_decide#module:allow_postcopy) (default true).
+        type: bool
+      objective:
+        description: O(walm.qemu.walm_decide#module:objective) (default V(urgent)).
+        type: str
+        choices: [urgent, balanced]
+      time_budget_s:
+        description: O(walm.qemu.walm_decide#module:time_budget_s).
+        type: float
+      safety_margin_pct:
+        description: O(walm.qemu.walm_decide#module:safety_margin_pct) (default 10).
+        type: float
+      thresholds:
+        description: O(walm.qemu.walm_decide#module:thresholds).
+        type: dict
+      rules:
+        description: O(walm.qemu.walm_decide#module:rules) (needs the C(jmespath) library on the host that runs this module).
+        type: list
+        elements: dict
+      max_passes:
+        description: O(walm.qemu.walm_decide#module:max_passes) (default 30).
+        type: int
+      model:
+        description: O(walm.qemu.walm_decide#module:model).
+        type: dict
   destinations:
     description:
       - The destination hosts, each a dict with C(name) (inventory host), C(free_mib) (memory available for
@@ -307,8 +352,9 @@ summary:
     table: {description: The same lines as RV(table), type: list, elements: str}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import HAS_JMESPATH
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.evacuation import plan, plan_table, summarize
 
@@ -321,6 +367,19 @@ def main():
             probes=dict(type="list", elements="dict", default=[]),
             probe_failures=dict(type="list", elements="dict", default=[]),
             decisions=dict(type="list", elements="dict", default=[]),
+            decide=dict(type="dict", options=dict(
+                link_bandwidth_mib_s=dict(type="float", required=True),
+                link_latency_ms=dict(type="float"),
+                downtime_limit_ms=dict(type="int"),
+                allow_postcopy=dict(type="bool"),
+                objective=dict(type="str", choices=["urgent", "balanced"]),
+                time_budget_s=dict(type="float"),
+                safety_margin_pct=dict(type="float"),
+                thresholds=dict(type="dict"),
+                rules=dict(type="list", elements="dict"),
+                max_passes=dict(type="int"),
+                model=dict(type="dict"),
+            )),
             destinations=dict(type="list", elements="dict"),
             policy=dict(type="str", default="walm", choices=["walm", "naive"]),
             concurrency=dict(type="int", default=1),
@@ -337,6 +396,8 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p["decide"] is not None and p["decide"].get("rules") and not p["decisions"] and not HAS_JMESPATH:
+        module.fail_json(msg=missing_required_lib("jmespath (for decide.rules)"))
     if p["plan"] is None and (p["vms"] is None or p["destinations"] is None):
         module.fail_json(msg="walm_plan needs vms and destinations to plan an evacuation (or plan, the plan it "
                              "returned before, to summarise one)")

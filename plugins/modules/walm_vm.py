@@ -293,7 +293,7 @@ incoming_uri:
   sample: tcp:10.77.0.2:40233
 definition_sha256:
   description: With O(state=incoming), the fingerprint of the definition the destination was started from (the
-    machine's: tap names, which are each host's, are left out); pass it to M(walm.qemu.walm_migrate)
+    machine's, without the tap names, which are each host's); pass it to M(walm.qemu.walm_migrate)
     (O(walm.qemu.walm_migrate#module:expected_definition_sha256)).
   returned: when state is incoming
   type: str

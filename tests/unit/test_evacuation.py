@@ -387,6 +387,40 @@ def test_with_real_decisions_the_heavy_writer_goes_last_by_postcopy():
     assert naive["predicted_stay_on_source"] == ["ev-heavy"]
 
 
+def test_decided_inside_the_plan_as_by_one_walm_decide_per_vm():
+    """walm_plan's decide option: the same plan as from one walm_decide result per VM, in one step."""
+    probes = [_probe("ev-cpu", 0.5, 100, 100, 16), _probe("ev-heavy", 160, 100, 276, 256),
+              _probe("ev-idle", 0.2, 2, 86, 8),
+              _probe("not-walms", 0.1, 1, 50, 4)]  # a QEMU walm_vm_info does not list: not decided
+    opts = {"link_bandwidth_mib_s": 114.0, "objective": "balanced", "allow_postcopy": True}
+    by_task = [decide(dict(opts, probe=pr)) for pr in probes[:3]]
+    inside = plan(params(probes=probes, decisions=[], decide=opts))
+    assert inside == plan(params(probes=probes, decisions=by_task))
+    assert [c["decided"] for c in inside["order"]] == [True, True, True]
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"link_bandwidth_mib_s": 114.0, "objective": "fastest"}, "unknown objective 'fastest'"),
+    ({"objective": "urgent"}, "link_bandwidth_mib_s is required"),
+    ({"link_bandwidth_mib_s": 114.0, "thresholds": {"cpu": 1}}, "cpu"),
+    ({"link_bandwidth_mib_s": 114.0, "probe": {}}, "must not hold a probe"),
+])
+def test_bad_decide_options_fail_the_plan_before_any_vm(opts, message):
+    probes = [_probe("ev-idle", 0.2, 2, 86, 8)]
+    with pytest.raises(WalmError, match=message):
+        plan(params(probes=probes, decisions=[], decide=opts))
+
+
+def test_a_vm_the_model_cannot_decide_goes_last_by_precopy_and_the_others_are_decided():
+    broken = _probe("ev-cpu", 0.5, 100, 100, 16)
+    del broken["vm"]["memory_mib"]  # walm_decide needs it
+    probes = [broken, _probe("ev-heavy", 160, 100, 276, 256), _probe("ev-idle", 0.2, 2, 86, 8)]
+    p = plan(params(probes=probes, decisions=[], decide={"link_bandwidth_mib_s": 114.0}))
+    assert names(p)[-1] == "ev-cpu" and p["order"][-1]["method"] == "precopy"
+    assert any("walm_decide failed for it" in r and "memory_mib" in r for r in p["order"][-1]["reasons"])
+    assert [c["decided"] for c in p["order"]][:2] == [True, True]
+
+
 # -- run-time adaptation ----------------------------------------------------------------------------------------
 
 def stubborn(vm="rw", rounds_ms=(2500, 1500)):
