@@ -1,6 +1,7 @@
 """playbooks/evacuate_host.yml on the lab: three guests (idle, cpu, a writer pre-copy cannot keep up with) leave
 walm-src for walm-dst, each by the method chosen for it, and come through intact; check mode changes nothing; a VM
-that cannot be moved stays where it was while the others go, and the play fails naming it.
+that cannot be moved stays where it was while the others go, and the play fails naming it. walm-dst already runs a
+VM of its own on the tap name ev-idle uses on walm-src, as real destinations do.
 
 The tests share one set of VMs and run in file order: check mode, the evacuation, then a naive evacuation back.
 """
@@ -10,10 +11,12 @@ import os
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
-from walmlab import (EVACUATION_VMS, console_log, console_text, evacuate, kernel_trouble, parse_line, pid_running,
-                     start_evacuation_vms, state_dir, stop_vm, wait_until)
+from walmlab import (EVACUATION_VMS, console_log, console_text, evacuate, kernel_trouble, module, parse_line,
+                     pid_running, start_evacuation_vms, start_vm, state_dir, stop_vm, wait_until)
 
 pytestmark = pytest.mark.lab
+
+BYSTANDER = "ev-bystander"
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +28,14 @@ def evac_vms(lab):
         for host in ("walm-src", "walm-dst"):
             if os.path.exists(console_log(host, vm)):
                 os.remove(console_log(host, vm))
+    # walm-dst is an ordinary destination: it already runs a VM, on the tap name ev-idle has on walm-src.
+    stop_vm(BYSTANDER)
+    start_vm(BYSTANDER, "idle", host="walm-dst", tap="tap0", mac="52:54:00:77:00:74", ip="10.77.0.114/24")
     start_evacuation_vms("walm-src")
     try:
         yield names
     finally:
-        for vm in names:
+        for vm in names + [BYSTANDER]:
             stop_vm(vm)
         for vm in names:
             assert not pid_running("walm-src", vm) and not pid_running("walm-dst", vm)
@@ -155,6 +161,13 @@ def test_evacuation_moves_every_vm_intact(evac_vms):
         assert not pid_running("walm-src", vm), vm
     for vm in evac_vms:
         assert_guest_went_on("walm-dst", vm, before[vm])
+    # ev-idle's NIC got a tap of walm-dst's own; the VM that was there first kept tap0 and runs on.
+    _, info = module("walm-dst", "walm.qemu.walm_vm_info", {"state_dir": state_dir("walm-dst")})
+    taps = dict((v["name"], v["definition"]["nics"][0]["tap"]) for v in info["vms"] if v.get("definition"))
+    assert taps[BYSTANDER] == "tap0" and taps["ev-idle"] != "tap0" and len(set(taps.values())) == len(taps), taps
+    assert qmp_status("walm-dst", BYSTANDER) == "running"
+    # The way back (next test) empties walm-dst of the three only.
+    stop_vm(BYSTANDER)
 
 
 def test_a_vm_that_cannot_move_stays_and_the_others_go(evac_vms):

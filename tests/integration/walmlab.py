@@ -79,6 +79,19 @@ def stop_vm(vm):
                check=False)
 
 
+def stop_all_vms():
+    """Stop every VM recorded on either lab host (what an earlier run, or scripts/demo.sh, left running there)."""
+    stopped = []
+    for host in ("walm-src", "walm-dst"):
+        ok, info = module(host, "walm.qemu.walm_vm_info", {"state_dir": state_dir(host)}, check=False)
+        for vm in (info.get("vms") or []) if ok else []:
+            if vm.get("running"):
+                module(host, "walm.qemu.walm_vm", {"name": vm["name"], "state": "stopped",
+                                                   "state_dir": state_dir(host)}, check=False)
+                stopped.append("%s on %s" % (vm["name"], host))
+    return stopped
+
+
 def _read_json(path):
     return json.load(open(path)) if os.path.exists(path) else None
 
