@@ -118,6 +118,13 @@ options:
         defaults is in C(docs/decide.md)). Unknown keys are refused.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - walm.qemu.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      Pure computation on the probe result; check mode gives the same result and changes nothing.
 notes:
   - Check mode is supported and gives the same result; the module never changes anything.
   - The predictions are a model, calibrated on the lab (docs/decide.md); compare them with what

@@ -59,6 +59,14 @@ options:
     description: Seconds a single qemu-img command (check, convert, compare) may take.
     type: int
     default: 3600
+extends_documentation_fragment:
+  - walm.qemu.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      Inspects and reports; with O(sparse_on_nfs=fix) RV(actions) says what would be converted and C(changed)
+      predicts it, but nothing is changed.
 notes:
   - Check mode inspects and reports, and with O(sparse_on_nfs=fix) says what it would convert; it changes nothing.
   - Processes are recognised by their command line (C(qemu-*) programs naming the image as an argument, a

@@ -210,6 +210,17 @@ options:
     description: How often C(query-migrate) is polled for progress.
     type: int
     default: 100
+extends_documentation_fragment:
+  - walm.qemu.attributes
+  - walm.qemu.attributes.action_group_walm
+attributes:
+  check_mode:
+    support: partial
+    details:
+      Checks the request and the source VM over QMP (running, not already migrating, capabilities supported) and
+      returns RV(status=would-migrate) (or V(would-resume)) with C(changed=true), touching nothing;
+      O(destination_uri) may be left out. Nothing is migrated, so there are no measurements (times, downtime,
+      passes, adaptations).
 notes:
   - O(name) and every migration parameter are checked (names, ranges, URI scheme) before anything on the host is
     read or touched; a value out of range fails the task, it is never replaced by a default.

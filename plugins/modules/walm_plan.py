@@ -194,6 +194,13 @@ options:
       - When the first migration was started (same clock), after discovery, probing and planning; gives
         RV(summary.totals.migration_phase_s).
     type: float
+extends_documentation_fragment:
+  - walm.qemu.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      Pure computation; check mode gives the same plan and summary and changes nothing.
 notes:
   - Check mode is supported and gives the same result; the module never changes anything.
 seealso:
@@ -261,7 +268,7 @@ plan:
         class: {description: "Workload class in a few words (idle, cpu, memory write-intensive, unknown)", type: str}
         workload_class: {description: walm_decide's workload_class, type: dict}
         method: {description: "precopy, postcopy or hybrid", type: str}
-        switch_after_passes: {description: For hybrid, else null, type: int}
+        switch_after_passes: {description: "For hybrid, else null", type: int}
         on_timeout: {description: walm_migrate's on_timeout for it, type: str}
         destination: {description: Inventory host it goes to, type: str}
         wave: {description: Its wave, type: int}
@@ -291,7 +298,7 @@ plan:
             walm_migrate's O(walm.qemu.walm_migrate#module:expect); null without a decision or when the method run
             is not the one decided (naive).
           type: dict
-        reasons: {description: The plan's sentences for this VM (position, destination), type: list, elements: str}
+        reasons: {description: "The plan's sentences for this VM (position, destination)", type: list, elements: str}
         decision_reasons: {description: walm_decide's reasons, type: list, elements: str}
     destinations:
       description: "Each destination - name, free_mib, free_mib_left after the plan, capacity_source, vms"
@@ -318,11 +325,11 @@ plan:
                                type: list, elements: str}
     adapt: {description: Whether the migrations run with the run-time adaptation (O(adapt) and not naive), type: bool}
     allow_postcopy: {description: O(allow_postcopy), type: bool}
-    adaptation_actions: {description: The adaptation's actions in order, as the plan assumed them, type: list,
+    adaptation_actions: {description: "The adaptation's actions in order, as the plan assumed them", type: list,
                          elements: str}
     predicted_unknown: {description: VMs without a prediction, type: list, elements: str}
     predicted_empties_host: {description: Whether the plan is predicted to empty the host, type: bool}
-    reasons: {description: The plan's sentences (order rule, concurrency, destinations, what is left), type: list,
+    reasons: {description: "The plan's sentences (order rule, concurrency, destinations, what is left)", type: list,
               elements: str}
 table:
   description: The plan, or with O(results) the summary, as lines of text to print.

@@ -113,6 +113,15 @@ options:
     description: Timeout of each QMP call, the connection included (a monitor held by another client times out).
     type: float
     default: 5
+extends_documentation_fragment:
+  - walm.qemu.attributes
+  - walm.qemu.attributes.action_group_walm
+attributes:
+  check_mode:
+    support: full
+    details:
+      Measures as in a normal run (measuring changes nothing, C(changed) is always false) but stores no reading
+      (O(persist) is not done).
 notes:
   - Supports check mode, in which it measures too (measuring changes nothing) but stores no reading.
   - Network rates are from the guest's point of view (C(rx) is traffic to the guest), in MiB/s, Mbit/s (10^6
@@ -183,7 +192,7 @@ vms:
                                    type: float, returned: page-sampling with a non-zero rate}
         dirty_rate_per_vcpu_mib_s: {description: "Per vCPU (dirty-ring only)", type: list, returned: dirty-ring}
         cpu_percent: {description: "vCPU threads' host CPU use in total (100 = one busy vCPU)", type: float}
-        cpu_percent_per_vcpu: {description: Per vCPU, in vCPU order, type: list, elements: float}
+        cpu_percent_per_vcpu: {description: "Per vCPU, in vCPU order", type: list, elements: float}
         qemu_cpu_percent: {description: "Whole QEMU process (vCPUs, I/O threads, emulation)", type: float}
         net_rx_mib_s: {description: "Traffic to the guest over all taps, MiB/s", type: float}
         net_tx_mib_s: {description: "Traffic from the guest over all taps, MiB/s", type: float}
@@ -217,7 +226,7 @@ vms:
     probed_at_iso: {description: The same as ISO 8601 UTC, type: str}
     cached: {description: The reading was reused from state_dir (see max_age_s), type: bool}
     age_s: {description: Age of a reused reading (0 when measured now), type: float}
-    limits: {description: What the measurements cannot see, plain sentences, type: list, elements: str}
+    limits: {description: "What the measurements cannot see, in plain sentences", type: list, elements: str}
 failed_vms:
   description: VMs found but not measured (probing every VM), with the reason; also emitted as warnings.
   returned: always

@@ -233,6 +233,15 @@ options:
     description: QEMU system emulator to run.
     type: str
     default: qemu-system-x86_64
+extends_documentation_fragment:
+  - walm.qemu.attributes
+  - walm.qemu.attributes.action_group_walm
+attributes:
+  check_mode:
+    support: full
+    details:
+      RV(actions) lists what would be done and C(changed) predicts it; no QEMU is started, prepared or stopped, so
+      with O(state=incoming) nothing listens and RV(incoming_uri) is null.
 notes:
   - Check mode reports what would be done and touches nothing.
   - With O(state=incoming) on QEMU 9.1 and later, C(migrate-incoming) runs with C(exit-on-error) off. A peer
@@ -326,7 +335,7 @@ vm:
   type: dict
   contains:
     name: {description: VM name, type: str, returned: always}
-    pid: {description: QEMU process id, or null if not running, type: int, returned: always}
+    pid: {description: "QEMU process id, or null if not running", type: int, returned: always}
     running: {description: Whether a QEMU process for the VM runs here, type: bool, returned: always}
     status: {description: "QMP run state (running, paused, inmigrate, postmigrate, ...); when the monitor does not
              answer within 5 s, V(busy: ...) if another WALM step holds the VM (a migration holds its lock and its

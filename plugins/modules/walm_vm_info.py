@@ -39,6 +39,14 @@ options:
         write to it or another user owns it (fix with C(chmod 0700 STATE_DIR)), because its records are trusted.
     type: path
     default: /run/walm
+extends_documentation_fragment:
+  - walm.qemu.attributes
+  - walm.qemu.attributes.action_group_walm
+attributes:
+  check_mode:
+    support: full
+    details:
+      Read-only; check mode gives the same result.
 notes:
   - Read-only; supports check mode.
 seealso:

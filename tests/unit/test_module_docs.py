@@ -54,3 +54,28 @@ def test_ansible_doc_renders(name):
     proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-doc"), "walm.qemu.%s" % name], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
     assert proc.returncode == 0 and "[ERROR]" not in proc.stdout, proc.stdout[-2000:]
+
+
+RETURN_KEYS = {"description", "type", "returned", "elements", "contains", "sample", "version_added"}
+
+
+def _bad_return_entries(entries, path=()):
+    """Return entries with keys a return value cannot have: an unquoted comma in a flow mapping's description
+    splits it into a key of its own (`{description: id, or null, type: int}` has the key `or null`)."""
+    bad = []
+    for key, value in (entries or {}).items():
+        if not isinstance(value, dict):
+            bad.append((".".join(path + (key,)), value))
+            continue
+        extra = sorted(set(value) - RETURN_KEYS)
+        if extra:
+            bad.append((".".join(path + (key,)), extra))
+        if isinstance(value.get("contains"), dict):
+            bad += _bad_return_entries(value["contains"], path + (key,))
+    return bad
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_return_values_parse_as_written(name):
+    mod = importlib.import_module("ansible_collections.walm.qemu.plugins.modules.%s" % name)
+    assert _bad_return_entries(yaml.safe_load(mod.RETURN)) == []
