@@ -656,3 +656,24 @@ def test_migrate_one_hands_the_adaptation_options_to_walm_migrate_or_leaves_them
     assert got["given"]["args"] == {"allow_postcopy": False, "adapt": False, "expect": expect,
                                     "adaptation_actions": ["downtime", "abort"], "max_downtime_limit_ms": 4000}
     assert got["undecided"]["args"] == {"allow_postcopy": True, "adapt": True}
+
+
+# -- the operator's playbooks: no lab host as default -------------------------------------------------------------
+
+@pytest.mark.parametrize("book, extra, message", [
+    ("evacuate_host.yml", [], "got walm_source=unset, walm_destinations=unset"),
+    ("evacuate_host.yml", ["-e", "walm_source=walm-src", "-e", '{"walm_destinations": ["hv2"]}'],
+     "got walm_source=walm-src, which is not in the inventory"),
+    ("migrate_vm.yml", ["-e", "walm_vm_name=vm1"], "walm_source=unset, walm_destination=unset"),
+    ("migrate_vm.yml", ["-e", "walm_vm_name=vm1", "-e", "walm_source=hv1", "-e", "walm_destination=walm-dst"],
+     "walm_destination=walm-dst; each host must be in the inventory"),
+])
+def test_playbooks_refuse_to_run_without_their_hosts(tmp_path, book, extra, message):
+    """Run against an inventory without the lab's hosts, a playbook names the variables to set and fails (no
+    default to a lab host that would match nothing and exit 0); no task runs on a hypervisor."""
+    inv = local_inventory(tmp_path, {"hv1": {}, "hv2": {}})
+    rc, out = playbook(inv, os.path.join("playbooks", book), *extra)
+    assert rc != 0, out[-3000:]
+    assert message in " ".join(out.split()), out[-3000:]
+    assert "Nothing was touched." in out
+    assert set(recap(out)) == {"localhost"}, out[-2000:]  # only the check ran
