@@ -23,7 +23,7 @@ def migration_request(request, prefix="walm_"):
     unknown = sorted(set(request) - set(KEYS))
     if unknown:
         raise AnsibleFilterError("migration_request: unknown keys %s (known: %s)" % (", ".join(unknown),
-                                                                                   ", ".join(KEYS)))
+                                                                                     ", ".join(KEYS)))
     try:
         return check_request(**dict((k, request.get(k)) for k in KEYS))
     except WalmError as exc:

@@ -265,7 +265,7 @@ class Model(object):
             return n_missing * share
 
         low, high = 0.0, 1.0
-        for _ in range(60):
+        for _step in range(60):
             mid = (low + high) / 2.0
             if faults(mid) * fault_s / (inp.busy_vcpus * stream_s) > mid:
                 low = mid
@@ -302,7 +302,7 @@ class Model(object):
 
     def hybrid(self, passes, max_dirty_pct_of_link):
         """Hybrid: `passes` pre-copy passes, then post-copy (or pre-copy, if it converged by then)."""
-        rounds, _ = self.precopy_rounds()
+        rounds, _why_not = self.precopy_rounds()
         pre = self.precopy(max_dirty_pct_of_link)
         if pre["converges"] and passes >= len(rounds):
             pred = dict(pre, method="hybrid", switch_after_passes=len(rounds), completes_as_precopy=True)
@@ -316,7 +316,7 @@ class Model(object):
     def hybrids(self, max_dirty_pct_of_link):
         """Every hybrid worth considering: post-copy after 1, 2, ... passes, up to the pass where pre-copy
         converges (that one completes as pre-copy) or where the model gives up on it."""
-        rounds, _ = self.precopy_rounds()
+        rounds, _why_not = self.precopy_rounds()
         return [self.hybrid(k, max_dirty_pct_of_link) for k in range(1, len(rounds) + 1)]
 
 

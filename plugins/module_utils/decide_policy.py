@@ -161,7 +161,7 @@ def compile_rules(rules, allow_postcopy=True):
         unknown = sorted(set(rule) - set(RULE_KEYS))
         if unknown:
             raise WalmError("rule %d has unknown keys %s; a rule has %s" % (index, ", ".join(unknown),
-                                                                           ", ".join(RULE_KEYS)))
+                                                                            ", ".join(RULE_KEYS)))
         when = rule.get("when")
         if not isinstance(when, str) or not when.strip():
             raise WalmError("rule %d needs `when`: a JMESPath expression over the probe result, e.g. "
@@ -393,7 +393,7 @@ def _model_input(measures, params, opts):
         working_set, ws_source = min(measures["working_set_mib"], nonzero), "working_set_mib"
     else:
         working_set, ws_source = nonzero, ("%s: no working_set_mib (wws_mib is only a lower bound)"
-                                           % nonzero_source.split(":")[0])
+                                           % nonzero_source.split(":", maxsplit=1)[0])
     busy_share = min(float(measures["vcpus"]), measures["cpu_percent"] / 100.0)
     if measures["read_rate_mib_s"] is not None:
         reads, access_source = measures["read_rate_mib_s"], "dirty rate + read_rate_mib_s"
@@ -595,7 +595,7 @@ def _apply_rule(rule, choice, model, chosen):
     if rule["method"] == "hybrid" and rule["switch_after_passes"]:
         forced = model.hybrid(rule["switch_after_passes"], choice.t["precopy_max_dirty_pct_of_link"])
     text = "Operator rule %d (`%s`) chooses %s%s" % (rule["index"], rule["when"], NAMES[rule["method"]],
-                                                    ": " + rule["reason"] if rule["reason"] else "")
+                                                     ": " + rule["reason"] if rule["reason"] else "")
     text = text.rstrip(".") + "."
     if forced is not chosen:
         text += " The model alone would choose %s." % _label(chosen)

@@ -413,7 +413,7 @@ def plan(params):
         else:
             lead = ("Position %d of %d: predicted TMT %s by %s; shorter migrations go first so the most VMs are "
                     "off the host earliest." % (i + 1, n, _s(c["predicted_total_time_ms"]),
-                                                 METHOD_NAMES[c["method"]]))
+                                                METHOD_NAMES[c["method"]]))
         c["reasons"].insert(0, lead)
 
     known = [c["predicted_total_time_ms"] for c in order if c["predicted_total_time_ms"] is not None]
@@ -695,7 +695,7 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
         if r["downtime_within_limit"] is False:
             seen, what = _downtime_seen(got[r["vm"]])
             lines.append("%s: downtime %s ms (%s) over the %s ms limit." % (r["vm"], _ms(seen), what,
-                                                                        _ms(r["downtime_limit_ms"])))
+                                                                            _ms(r["downtime_limit_ms"])))
     for r in rows:
         if r["status"] != "completed":
             lines.append("%s: %s; the VM is on %s." % (r["vm"], r["error"] or r["status"], r["vm_is_on"]))

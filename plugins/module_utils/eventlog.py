@@ -187,7 +187,7 @@ def last_migration_status(paths):
 def control_ready(paths):
     """Whether the logger serves out-of-band commands (QEMU offered 'oob' and the control socket exists)."""
     return os.path.exists(paths.control_socket) and any(e.get("walm") == "connected" and e.get("oob")
-                                                         for e in read(paths))
+                                                        for e in read(paths))
 
 
 def execute_oob(paths, command, arguments=None, timeout_s=10.0):
@@ -206,7 +206,7 @@ def execute_oob(paths, command, arguments=None, timeout_s=10.0):
         line = s.makefile("rb").readline()
     except (OSError, IOError) as exc:
         raise WalmError("VM '%s': out-of-band %s through %s failed: %s" % (paths.name, command,
-                                                                          paths.control_socket, exc))
+                                                                           paths.control_socket, exc))
     finally:
         s.close()
     try:
@@ -217,7 +217,7 @@ def execute_oob(paths, command, arguments=None, timeout_s=10.0):
         return reply["return"]
     if "error" in reply:
         raise WalmError("VM '%s': QEMU refused out-of-band %s: %s" % (paths.name, command,
-                                                                     reply["error"].get("desc")))
+                                                                      reply["error"].get("desc")))
     raise WalmError("VM '%s': no reply to out-of-band %s within %.0f s (%s)" % (paths.name, command, timeout_s,
                                                                                 reply or "connection closed"))
 

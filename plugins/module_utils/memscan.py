@@ -145,7 +145,7 @@ def scan(pid, blocks, samples=DEFAULT_SAMPLES, proc="/proc", seed=None):
             for pos in positions:
                 while index + 1 < len(layout) and pos >= layout[index + 1][0]:
                     index += 1
-                first, block, _ = layout[index]
+                first, block, _pages = layout[index]
                 addr = block["hva"] + (pos - first) * page
                 entry = os.pread(pagemap, 8, (addr // page) * 8)
                 if len(entry) != 8:

@@ -102,7 +102,7 @@ def check_destination_uri(uri, allow_unsafe_uri=False):
     if not isinstance(uri, str) or not uri.strip():
         raise WalmError("destination_uri is missing: pass the incoming_uri that walm_vm state=incoming returned on "
                         "the destination (e.g. tcp:10.0.0.2:49152)")
-    scheme, sep, _ = uri.partition(":")
+    scheme, sep, _address = uri.partition(":")
     if not sep or not scheme:
         raise WalmError("destination_uri %r is not a QEMU migration URI (e.g. tcp:10.0.0.2:49152)" % (uri,))
     if scheme != "tcp":
@@ -617,7 +617,7 @@ def migrate_vm(params, check_mode=False):
                         % (params["name"], expected, record.get("definition_sha256") or "unrecorded"))
     # Held until the migration ends: a second run's migrate, stop or rollback of this VM waits or is refused.
     with vmlock.hold(params["state_dir"], params["name"], "walm_migrate%s" % (" resume" if params.get("resume")
-                                                                            else ""), wait_s=0):
+                                                                              else ""), wait_s=0):
         result = migration.run(check_mode=check_mode)
     # The QEMU that runs the VM, which the binary on disk may no longer be after an upgrade.
     result["qemu_version"] = record.get("qemu_version") or vmhost.qemu_version()[1]

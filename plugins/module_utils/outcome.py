@@ -136,7 +136,7 @@ def not_migrated(vm, source, destination, error, untouched, after, migration=Non
         message = "%s: nothing was done. %s" % (vm, _FILTER_PREFIX.sub("", error or "", count=1))
         return {"result": result, "message": message}
     message = "Migration of %s from %s to %s failed: %s %s" % (vm, source, destination, _sentence(error),
-                                                                after.get("message") or "")
+                                                               after.get("message") or "")
     if after.get("action") == "rollback":
         if _failed(dst_removed):
             message += (" The destination copy could not be removed (%s): stop it on %s."

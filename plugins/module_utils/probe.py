@@ -60,7 +60,7 @@ def clock_ticks_per_s():
 
 def parse_stat(text):
     """``/proc/PID[/task/TID]/stat``: the fields the probe uses (comm may contain spaces and parentheses)."""
-    head, _, rest = text.rpartition(")")
+    head, _paren, rest = text.rpartition(")")
     f = rest.split()
     # f[0] is field 3 (state); field N is f[N - 3].
     return {"comm": head.partition("(")[2], "state": f[0], "utime_ticks": int(f[11]), "stime_ticks": int(f[12]),
@@ -87,7 +87,7 @@ def kib_to_mib(value):
     """``'123456 kB'`` from /proc/PID/status as MiB."""
     if not value:
         return None
-    number, _, unit = value.partition(" ")
+    number, _space, unit = value.partition(" ")
     if unit and unit.strip().lower() != "kb":
         return None
     return int(number) / 1024.0
@@ -303,7 +303,7 @@ def limits_for(mode, sample_pages, window_ms, extra=()):
             "content differs after the %d ms window: pages rewritten with the same data are missed although "
             "migration resends every written page, and a page written many times counts once, so a small working "
             "set written fast reads lower than its write rate (at most its size per window)." % (sample_pages,
-                                                                                             window_ms))
+                                                                                                 window_ms))
         out.append("page-sampling is a statistical estimate: its error grows as fewer sampled pages change (low "
                    "rates, short windows, large VMs); QEMU reports whole MiB/s, so rates below 1 MiB/s read 0, and "
                    "RAM blocks smaller than %d MiB are not sampled." % MIN_SAMPLED_BLOCK_MIB)
@@ -462,7 +462,7 @@ class VMProbe(object):
             return self.t.pid
         raise WalmError("VM '%s': cannot find the QEMU process behind %s (its vCPU threads %s are not visible "
                         "here: is QEMU in another PID namespace?)" % (self.name, self.t.qmp_socket,
-                                                                     self.vcpu_threads))
+                                                                      self.vcpu_threads))
 
     def _taps(self):
         taps = discovery.tun_interfaces(self.pid, self.proc)
@@ -538,7 +538,7 @@ class VMProbe(object):
         if window_ms is None or not self.has_ms_unit:
             window_ms = (window_ms or 0) * 1000 or self.window_ms
         per_vcpu, total, process = cpu_percentages(before, after, self.vcpu_threads)
-        _, wait, _ = cpu_percentages(before, after, self.vcpu_threads, "thread_wait_ns")
+        _per_vcpu_wait, wait, _process_wait = cpu_percentages(before, after, self.vcpu_threads, "thread_wait_ns")
         per_tap, net = net_rates(before, after)
         s = {
             "t_offset_s": _r(before.t - self.o["t0_monotonic"], 3),
@@ -721,7 +721,7 @@ def measure(targets, options, proc="/proc"):
     probes = [VMProbe(t, options, proc) for t in targets]
     live = [vp for vp in probes if _guard(vp, vp.open)]
     try:
-        for _ in range(int(options["samples"])):
+        for _window in range(int(options["samples"])):
             started = [vp for vp in live if vp.error is None and _guard(vp, vp.start_window)]
             if not started:
                 break
@@ -800,7 +800,7 @@ def fresh_reading(state_dir, target, max_age_s, proc="/proc", now=None):
         return None
     vm = latest.get("vm") or {}
     if vm.get("pid") != target.pid or vm.get("process_start_ticks") != discovery.process_start_ticks(target.pid,
-                                                                                                    proc):
+                                                                                                     proc):
         return None  # another QEMU process (restarted VM, reused pid)
     age = (now if now is not None else time.time()) - float(latest.get("probed_at") or 0)
     if age < 0 or age > max_age_s:

@@ -107,7 +107,7 @@ class VMService(object):
             if d[path_key]:
                 if not os.path.isfile(d[path_key]):
                     raise WalmError("VM '%s': %s %s does not exist on this host" % (self.name, path_key,
-                                                                                  d[path_key]))
+                                                                                    d[path_key]))
         for disk in d["disks"]:
             info = vmhost.disk_info(disk)
             if info is None:

@@ -24,8 +24,9 @@ QEMU_BINARY = "qemu-system-x86_64"
 def run(argv, timeout_s=60, check=True):
     """Run a host command; a failure raises WalmError with the command and its stderr."""
     try:
+        # check=False: the exit code is checked below, so that the error names the command and its stderr.
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s,
-                              universal_newlines=True)
+                              universal_newlines=True, check=False)
     except FileNotFoundError:
         raise WalmError("%s is not installed on this host" % argv[0])
     except subprocess.TimeoutExpired:
@@ -485,4 +486,3 @@ def wait_status(name, paths, wanted, timeout_s, poll_s=0.2):
         if status in wanted or time.time() >= deadline:
             return status
         time.sleep(poll_s)
-

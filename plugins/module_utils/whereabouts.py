@@ -65,7 +65,7 @@ def describe(host, side):
         recorded = " (recorded, not running)" if side and side.get("definition") else ""
         return "%s: no copy%s" % (host, recorded)
     return "%s: %s (QEMU pid %s), migration %s" % (host, status or "unknown", side.get("pid"),
-                                                      migration or "none")
+                                                   migration or "none")
 
 
 def _answers(status):
@@ -90,7 +90,7 @@ def locate(source, destination, source_host="source", destination_host="destinat
 
     refuse_step = ("Check both copies (walm.qemu.walm_vm_info on %s and %s) and their consoles; keep the one that "
                    "runs the guest and stop the other with walm.qemu.walm_vm state=stopped." % (source_host,
-                                                                                                 destination_host))
+                                                                                                destination_host))
     busy = [h for h, present, st in ((source_host, s_present, s_status), (destination_host, d_present, d_status))
             if present and (st or "").startswith("busy")]
     if busy:
@@ -141,8 +141,8 @@ def locate(source, destination, source_host="source", destination_host="destinat
         if d_running:
             return out("refuse", "destination", "failed",
                        "The migration ended %s after the switchover: the copy on %s is stale and is not resumed; "
-                       "the copy on %s runs but may lack part of the guest's memory." % (s_mig or "without a "
-                       "state", source_host, destination_host), refuse_step)
+                       "the copy on %s runs but may lack part of the guest's memory."
+                       % (s_mig or "without a state", source_host, destination_host), refuse_step)
         return out("refuse", "none", "unknown",
                    "The copy on %s went past the switchover of an outgoing migration, so it is stale, but no copy "
                    "runs the guest on %s. The stale copy is not resumed: the guest may have run and written to "

@@ -27,7 +27,7 @@ description:
     comes closest and says what will happen.
   - Pure computation on the probe result; it touches nothing, runs anywhere (usually on the controller), and
     supports check mode. The model, its equations and its default thresholds are described in C(docs/decide.md).
-author: WALM developers
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later
   - jmespath (Python library), only when O(rules) are given
@@ -334,7 +334,7 @@ def main():
             safety_margin_pct=dict(type="float", default=10),
             thresholds=dict(type="dict", default={}),
             rules=dict(type="list", elements="dict", default=[]),
-            max_passes=dict(type="int", default=30),
+            max_passes=dict(type="int", default=30, no_log=False),
             model=dict(type="dict", default={}),
         ),
         supports_check_mode=True,

@@ -26,7 +26,7 @@ description:
     is refused while any QEMU process on this host names the image on its command line.
   - Renaming and removing over C(nfs://) go through libnfs (the library QEMU's driver is built on), so no kernel
     NFS mount is needed.
-author: WALM developers
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later on the host
   - qemu-img (qemu-utils), and for C(nfs://) images QEMU's nfs block driver and libnfs (Debian qemu-block-extra)

@@ -14,17 +14,18 @@ short_description: Live-migrate a QEMU VM from this host to a prepared destinati
 version_added: "0.1.0"
 description:
   - Runs on the source host. Sets the migration capabilities and parameters on the source QEMU through QMP,
-    starts C(migrate) to O(destination_uri) (a destination prepared with M(walm.qemu.walm_vm) O(state=incoming)),
-    polls C(query-migrate) every O(poll_interval_ms) and keeps one progress snapshot per pass, until the migration
-    completes, fails or exceeds O(timeout_s).
+    starts C(migrate) to O(destination_uri) (a destination prepared with M(walm.qemu.walm_vm)
+    O(walm.qemu.walm_vm#module:state=incoming)), polls C(query-migrate) every O(poll_interval_ms) and keeps one
+    progress snapshot per pass, until the migration completes, fails or exceeds O(timeout_s).
   - A migration that fails or times out is cancelled and the VM keeps running on the source (resumed with C(cont)
     if QEMU left it paused); the module then fails with the reason and the VM's state.
   - After success the source QEMU is left in state C(postmigrate) (not running, nothing lost). Check that the VM
-    runs on the destination (M(walm.qemu.walm_vm) O(state=started) with O(walm.qemu.walm_vm#module:wait_running_s)),
-    then stop the source copy (M(walm.qemu.walm_vm) O(state=stopped)). C(playbooks/migrate_vm.yml) does this.
+    runs on the destination (M(walm.qemu.walm_vm) O(walm.qemu.walm_vm#module:state=started) with
+    O(walm.qemu.walm_vm#module:wait_running_s)), then stop the source copy (M(walm.qemu.walm_vm)
+    O(walm.qemu.walm_vm#module:state=stopped)). C(playbooks/migrate_vm.yml) does this.
   - If the link breaks during post-copy, both QEMUs pause (C(postcopy-paused)); the module then returns
-    O(status=postcopy-paused) (failing the task) without cancelling anything, so the guest can be recovered.
-author: WALM developers
+    RV(status=postcopy-paused) (failing the task) without cancelling anything, so the guest can be recovered.
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later on the host
   - qemu.qmp (Python library) on the host
@@ -65,7 +66,8 @@ options:
         longer take over).
       - V(hybrid) switches after O(switch_after_passes) complete pre-copy passes. A pre-copy that converges before
         the switch completes as pre-copy.
-      - The destination must have been prepared for the same method (M(walm.qemu.walm_vm) O(state=incoming)).
+      - The destination must have been prepared for the same method (M(walm.qemu.walm_vm)
+        O(walm.qemu.walm_vm#module:state=incoming)).
     type: str
     choices: [precopy, postcopy, hybrid]
     default: precopy
@@ -134,8 +136,8 @@ options:
   capabilities:
     description:
       - The capabilities the destination was prepared with (C(capabilities) returned by M(walm.qemu.walm_vm)
-        O(state=incoming)); the source sets the same. Unset computes them from O(method), O(on_timeout) and this
-        host's QEMU, which assumes both sides run the same QEMU version.
+        O(walm.qemu.walm_vm#module:state=incoming)); the source sets the same. Unset computes them from O(method),
+        O(on_timeout) and this host's QEMU, which assumes both sides run the same QEMU version.
     type: dict
   max_bandwidth_mib_s:
     description: Bandwidth cap for the migration stream in MiB/s; V(0) means no cap (the link is the limit); at
@@ -404,7 +406,7 @@ def main():
             destination_uri=dict(type="str"),
             allow_unsafe_uri=dict(type="bool", default=False),
             method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
-            switch_after_passes=dict(type="int", default=2),
+            switch_after_passes=dict(type="int", default=2, no_log=False),
             on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
             max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
             capabilities=dict(type="dict"),

@@ -40,7 +40,7 @@ description:
     until the host was empty.
   - Pure computation; touches nothing, runs anywhere (usually on the controller), supports check mode. See
     C(docs/evacuate.md).
-author: WALM developers
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later
 options:
@@ -187,12 +187,14 @@ options:
     type: list
     elements: dict
   started_at:
-    description: When the evacuation started (seconds since the epoch, the clock of the results' C(finished_at)); gives RV(summary.totals.time_to_empty_s).
+    description:
+      - When the evacuation started (seconds since the epoch, the clock of the results' C(finished_at)); gives
+        C(time_to_empty_s) in RV(summary.totals).
     type: float
   migrations_started_at:
     description:
       - When the first migration was started (same clock), after discovery, probing and planning; gives
-        RV(summary.totals.migration_phase_s).
+        C(migration_phase_s) in RV(summary.totals).
     type: float
 extends_documentation_fragment:
   - walm.qemu.attributes
@@ -384,7 +386,7 @@ def main():
                 safety_margin_pct=dict(type="float"),
                 thresholds=dict(type="dict"),
                 rules=dict(type="list", elements="dict"),
-                max_passes=dict(type="int"),
+                max_passes=dict(type="int", no_log=False),
                 model=dict(type="dict"),
             )),
             destinations=dict(type="list", elements="dict"),

@@ -23,14 +23,14 @@ description:
     including VMs not started by WALM; their QMP sockets come from the command line (C(-qmp unix:PATH),
     C(-chardev socket,path=...) with C(-mon mode=control), or an inherited socket fd). A VM that cannot be probed
     is listed in RV(failed_vms) with the reason and the others are still measured.
-  - Read-only; RV(changed) is always false. It refuses to measure a VM that is migrating (or is the destination
+  - Read-only; C(changed) is always false. It refuses to measure a VM that is migrating (or is the destination
     of an incoming migration), because the measurement would compete with the migration for the dirty log.
   - It refuses to measure a VM whose QEMU status is not C(running) (C(paused), C(postmigrate), C(inmigrate),
     C(prelaunch), ...), before measuring and again after; a stopped guest dirties no memory and uses no vCPU,
     so its reading would pass for an idle workload. The error names the status.
   - Every reading lists in C(limits) what its measurements cannot see. See C(docs/probe.md) for the method, its
     accuracy in the lab and the periodic tracking design (O(persist) and O(max_age_s)).
-author: WALM developers
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later on the host
   - qemu.qmp (Python library) on the host

@@ -26,7 +26,7 @@ description:
     its record.
   - New qcow2 disks are created with preallocated metadata, and a sparse qcow2 opened through QEMU's C(nfs://)
     driver is refused, because live migration silently loses data written to such an image.
-author: WALM developers
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later on the host
   - qemu.qmp (Python library) on the host

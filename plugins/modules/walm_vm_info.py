@@ -16,7 +16,7 @@ description:
   - Reads the VM records under O(state_dir) and asks each running VM's QEMU for its state over QMP.
   - The returned C(definition) is what M(walm.qemu.walm_vm) needs to start the same VM as a migration
     destination on another host.
-author: WALM developers
+author: WALM developers (@walm-project)
 requirements:
   - Python 3.8 or later on the host
   - qemu.qmp (Python library) on the host

@@ -116,7 +116,7 @@ def test_walm_not_within_when_slower_or_failing():
     assert w["to_oracle"] == pytest.approx(1300 / 1100) and w["within"] is False
     # Fast on its completed run but one run failed: not "within".
     flaky = [r for r in study() if r["strategy"] != "walm"] + [rec("idle", "walm", 0, 1000),
-                                                                rec("idle", "walm", 1, None, status="failed")]
+                                                               rec("idle", "walm", 1, None, status="failed")]
     w = bm.walm_ratios(bm.aggregate(flaky)["idle"])
     assert w["to_oracle"] == pytest.approx(1000 / 1100) and w["within"] is False
 
@@ -207,7 +207,7 @@ def test_timeline_takes_one_run_per_method():
     snaps = [{"t_ms": 0, "status": "setup", "pass": 0, "transferred_bytes": 0, "remaining_bytes": 0}]
     runs = [rec("c", "walm", 0, 900, method="postcopy", snapshots=snaps),
             rec("c", "postcopy", 1, 1000, snapshots=snaps), rec("c", "postcopy", 0, None, status="failed",
-                                                                 snapshots=snaps),
+                                                                snapshots=snaps),
             rec("c", "precopy", 0, 1000, snapshots=snaps), rec("c", "hybrid", 0, 1000, snapshots=None)]
     picks = bm.timeline_runs(runs)
     assert [(r["strategy"], r["repeat"]) for r in picks] == [("precopy", 0), ("postcopy", 1)]
@@ -242,7 +242,7 @@ def test_console_tail_follows_rotation(tmp_path, monkeypatch):
     time.sleep(0.3)
     tail.stop.set()
     tail.join()
-    assert [line for _, line in tail.lines] == ["WALM wset rate_mib_s=40.0", "WALM wset rate_mib_s=39.0"]
+    assert [line for _read_at, line in tail.lines] == ["WALM wset rate_mib_s=40.0", "WALM wset rate_mib_s=39.0"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -259,8 +259,7 @@ def test_guest_traffic_beyond_the_link_is_floored():
     assert result["link"]["usable_bandwidth_mib_s"] == pytest.approx(LAB_LINK_MIB_S * 0.1)
 
 
-RULE_DB = {"when": "starts_with(vm.name, 'db-')", "method": "precopy", "reason": "databases must be able to "
-                                                                                    "fall back"}
+RULE_DB = {"when": "starts_with(vm.name, 'db-')", "method": "precopy", "reason": "databases must be able to fall back"}
 
 
 @pytest.mark.parametrize("name,rules,method,rule_index", [
@@ -278,8 +277,8 @@ def test_operator_rules(name, rules, method, rule_index):
         assert result["rule"] is None
         return
     assert result["rule"]["index"] == rule_index
-    assert result["reasons"][0].startswith("Operator rule %d (`%s`) chooses" % (rule_index, rules[rule_index - 1]
-                                                                               ["when"]))
+    assert result["reasons"][0].startswith("Operator rule %d (`%s`) chooses"
+                                           % (rule_index, rules[rule_index - 1]["when"]))
     if rules[rule_index - 1].get("switch_after_passes"):
         assert result["switch_after_passes"] == rules[rule_index - 1]["switch_after_passes"]
 
@@ -401,7 +400,7 @@ def adhoc(args, check=False):
            "-m", "walm.qemu.walm_decide", "-a", json.dumps(args)] + (["--check"] if check else [])
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=120)
+                          universal_newlines=True, timeout=120, check=False)
     match = re.search(r"^localhost \| \w+!? => (\{.*?^\})", proc.stdout, re.S | re.M)
     assert match, "no result in ansible's output:\n%s\n%s" % (proc.stdout, proc.stderr)
     return proc.returncode, json.loads(match.group(1))

@@ -22,8 +22,10 @@ def info(name, running=True, status="running", memory_mib=512, role="source"):
             "definition": {"name": name, "memory_mib": memory_mib}}
 
 
-def decision(vm, method, tmt, dt=200, cls=IDLE_CLASS, precopy_tmt="same", switch=None):
-    """A walm_decide result: the chosen method's prediction, and pre-copy's (None = does not converge)."""
+def decision(vm, method, tmt, dt=200, cls=None, precopy_tmt="same", switch=None):
+    """A walm_decide result: the chosen method's prediction, and pre-copy's (None = does not converge); cls defaults
+    to IDLE_CLASS."""
+    cls = IDLE_CLASS if cls is None else cls
     pre = tmt if precopy_tmt == "same" else precopy_tmt
     preds = {"precopy": {"converges": pre is not None, "total_time_ms": pre, "downtime_ms": dt if pre else None,
                          "why_not_converging": None if pre else "dirty_rate_near_link"},
@@ -323,14 +325,14 @@ def test_the_summary_takes_back_the_plan_as_it_came_through_json():
         results = [result("ev-idle", finished_at=103.0), result("ev-heavy", status="timeout", tmt=None, dt=None,
                                                                 wall_time_ms=60100, finished_at=170.0)]
         assert summarize(json.loads(json.dumps(p)), results, started_at=100.0) == summarize(p, results,
-                                                                                           started_at=100.0)
+                                                                                            started_at=100.0)
 
 
 def test_summary_names_the_vm_that_stayed():
     p = plan(params(policy="naive"))
     s = summarize(p, [result("ev-cpu"), result("ev-heavy", status="timeout", tmt=None, dt=None, wall_time_ms=60100,
-                                                error="pre-copy did not converge; cancelled",
-                                                source_status_after="running"),
+                                               error="pre-copy did not converge; cancelled",
+                                               source_status_after="running"),
                       result("ev-idle")], started_at=100.0)
     t = s["totals"]
     assert t["host_empty"] is False and t["failed"] == ["ev-heavy"] and t["time_to_empty_s"] is None

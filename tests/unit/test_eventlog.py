@@ -39,8 +39,8 @@ def test_guest_visible_downtime_from_both_sides(tmp_path):
         info = dst.info()
         stop, resume = result["source_stop_time"], info["resumed_at"]
         print("guest-visible downtime %.1f ms, QEMU downtime %s ms, TMT %s ms" % ((resume - stop) * 1000.0,
-                                                                               result["downtime_ms"],
-                                                                               result["total_time_ms"]))
+                                                                                  result["downtime_ms"],
+                                                                                  result["total_time_ms"]))
         assert stop is not None and resume is not None
         assert before <= stop <= resume <= time.time()
         # The guest stops and resumes within the migration (a tiny guest on loopback: well under its TMT).

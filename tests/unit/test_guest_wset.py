@@ -16,7 +16,6 @@ import statistics
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -35,7 +34,8 @@ def wset_binary(tmp_path_factory):
         pytest.skip("gcc missing: run scripts/install.sh")
     binary = str(tmp_path_factory.mktemp("wset") / "walm-wset")
     build = subprocess.run([GCC, "-O2", "-static", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", binary, SOURCE],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+                           check=False)
     assert build.returncode == 0, build.stdout
     return binary
 
@@ -197,7 +197,7 @@ def test_same_writes_leave_the_content_unchanged(wset):
     w = wset("--rate-mib-s", 64, "--interval-ms", 100, "--same")
     w.next()
     before = w.set_content()
-    lines = [w.next() for _ in range(5)]
+    lines = [w.next() for _step in range(5)]
     after = w.set_content()
     assert all(r["same"] == 1 and "phase" not in r for r in lines), lines
     assert_near([r["rate_mib_s"] for r in lines], 64, 0.15)  # the stores happen ...
@@ -212,7 +212,7 @@ def test_plain_writes_change_the_content(wset):
     w = wset("--rate-mib-s", 64, "--interval-ms", 100)
     w.next()
     before = w.set_content()
-    [w.next() for _ in range(3)]
+    [w.next() for _step in range(3)]
     assert digest(before) != digest(w.set_content())
 
 
@@ -221,7 +221,7 @@ def test_same_writes_still_dirty_the_pages(wset):
     plain = wset("--rate-mib-s", 64, "--interval-ms", 100)
     plain.next()
     plain.clear_soft_dirty()
-    [plain.next() for _ in range(3)]
+    [plain.next() for _step in range(3)]
     if plain.soft_dirty_pages() == 0:
         pytest.skip("the kernel does not track soft-dirty pages (CONFIG_MEM_SOFT_DIRTY)")
     plain.stop()
@@ -229,7 +229,7 @@ def test_same_writes_still_dirty_the_pages(wset):
     same.next()
     before = same.set_content()
     same.clear_soft_dirty()
-    [same.next() for _ in range(3)]  # 300 ms at 64 MiB/s: ~19 MiB of page writes over a 6 MiB set
+    [same.next() for _step in range(3)]  # 300 ms at 64 MiB/s: ~19 MiB of page writes over a 6 MiB set
     npages = (SET_MIB << 20) // PAGE_BYTES
     assert same.soft_dirty_pages() > npages // 2
     assert digest(before) == digest(same.set_content())
@@ -244,7 +244,7 @@ def test_same_writes_still_dirty_the_pages(wset):
 ])
 def test_refused_options(wset_binary, args, msg):
     run = subprocess.run([wset_binary, "--mib", "1"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True, timeout=10)
+                         universal_newlines=True, timeout=10, check=False)
     assert run.returncode == 2
     assert run.stdout.splitlines() == ["WALM error prog=walm-wset msg=" + msg]
 
@@ -269,7 +269,7 @@ def init_runs(tmp_path, cmdline):
     shell = [busybox, "sh"] if busybox else ["sh"]
     env = dict(os.environ, PATH="%s:%s" % (stub_dir, os.environ.get("PATH", "/usr/bin:/bin")))
     run = subprocess.run(shell + [str(tmp_path / "init-part")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         universal_newlines=True, env=env, timeout=30)
+                         universal_newlines=True, env=env, timeout=30, check=False)
     assert run.returncode == 0, run.stdout
     args = [line[4:] for line in run.stdout.splitlines() if line.startswith("ARG ")]
     errors = [line for line in run.stdout.splitlines() if line.startswith("WALM error")]

@@ -129,7 +129,7 @@ def test_a_source_replaces_credentials_left_by_an_earlier_attempt(tmp_path):
     tls = migration_tls.settings("client", make_dir(tmp_path))
     qmp = FakeQMP(objects=["walm-tls-client", "walm-tls-server"])
     migration_tls.apply(qmp, tls)
-    assert [c for c, _ in qmp.sent] == ["qom-list", "object-del", "object-add", "migrate-set-parameters"]
+    assert [c for c, _args in qmp.sent] == ["qom-list", "object-del", "object-add", "migrate-set-parameters"]
     assert qmp.sent[1] == ("object-del", {"id": "walm-tls-client"})
     assert qmp.sent[2][1]["endpoint"] == "client"
 
@@ -138,8 +138,8 @@ def test_a_destination_listens_after_its_credentials_and_its_authz(tmp_path):
     tls = migration_tls.settings("server", make_dir(tmp_path), allowed_clients=["CN=hv1"])
     qmp = FakeQMP()
     channel = migration_tls.listen(qmp, "tcp:10.0.0.2:0", (10, 0, 2), tls)
-    assert [c for c, _ in qmp.sent] == ["qom-list", "object-add", "object-add", "migrate-set-parameters",
-                                        "migrate-incoming"]
+    assert [c for c, _args in qmp.sent] == ["qom-list", "object-add", "object-add", "migrate-set-parameters",
+                                            "migrate-incoming"]
     assert qmp.sent[-1] == ("migrate-incoming", {"uri": "tcp:10.0.0.2:0", "exit-on-error": False})
     assert channel == {"tls": tls, "exit_on_error": False}
     old = FakeQMP()

@@ -33,7 +33,7 @@ def test_host_taps(nics, held, existing, taps, renamed):
     before = [dict(n) for n in nics]
     out, renames = nicnames.host_taps("vm1", nics, held, lambda name: name in existing)
     assert [n["tap"] for n in out] == taps
-    assert [(old, new) for old, new, _ in renames] == renamed
+    assert [(old, new) for old, new, _holders in renames] == renamed
     # MAC and bridge are the guest's: kept.
     assert [(n["mac"], n["bridge"]) for n in out] == [(n["mac"], n["bridge"]) for n in nics]
     assert nics == before  # the caller's definition is not changed
@@ -41,8 +41,8 @@ def test_host_taps(nics, held, existing, taps, renamed):
 
 
 def test_renames_say_who_holds_the_tap():
-    _, renames = nicnames.host_taps("vm1", [nic("tap0")], {"tap0": ["VM 'demo-idle' (QEMU pid 7)"]},
-                                    lambda name: False)
+    _nics, renames = nicnames.host_taps("vm1", [nic("tap0")], {"tap0": ["VM 'demo-idle' (QEMU pid 7)"]},
+                                        lambda name: False)
     assert renames == [("tap0", OWN, ["VM 'demo-idle' (QEMU pid 7)"])]
 
 

@@ -113,7 +113,7 @@ def test_facts_monitor_variants():
     assert "unsupported" in f["qmp"][1]
     assert f["qmp"][2] == {"path": "/x.sock"}
     assert (f["name"], f["machine"], f["accel"], f["memory_mib"], f["taps"]) == ("plain", "pc", "kvm", 1024,
-                                                                                ["t0", "t1"])
+                                                                                 ["t0", "t1"])
     assert f["macs"] == ["52:54:00:aa:00:01", "52:54:00:aa:00:02"]  # lower case, each once
 
 
@@ -200,7 +200,7 @@ def test_cpu_math_from_schedstat_snapshots(tmp_path, monkeypatch):
     assert per_vcpu == [pytest.approx(100.0), pytest.approx(20.0)]
     assert total == pytest.approx(120.0)
     assert process == pytest.approx(60 * 1e9 / probe.clock_ticks_per_s() / 0.5e9 * 100)
-    wait_per_vcpu, wait, _ = probe.cpu_percentages(a, b, [4243, 4244], "thread_wait_ns")
+    wait_per_vcpu, wait, _process_wait = probe.cpu_percentages(a, b, [4243, 4244], "thread_wait_ns")
     assert wait_per_vcpu == [0.0, pytest.approx(40.0)] and wait == pytest.approx(40.0)
 
 
@@ -211,7 +211,7 @@ def test_cpu_math_from_stat_ticks_and_shared_thread(tmp_path, monkeypatch):
     fake_proc(tmp_path, threads=(4243,), ticks=(hz,), schedstat=False, wait_ns=(0,))
     b = snapshot_at(monkeypatch, 12.0, 4242, [4243], [], proc, use_schedstat=False)
     # single-threaded TCG: both vCPUs on one thread, busy half of the 2 s
-    per_vcpu, total, _ = probe.cpu_percentages(a, b, [4243, 4243])
+    per_vcpu, total, _process = probe.cpu_percentages(a, b, [4243, 4243])
     assert total == pytest.approx(50.0) and per_vcpu == [pytest.approx(25.0), pytest.approx(25.0)]
     assert probe.cpu_percentages(a, b, [4243, 4243], "thread_wait_ns")[1] is None  # stat has no wait time
     with pytest.raises(ValueError):
@@ -222,7 +222,7 @@ def test_vanished_thread_gives_null_not_a_guess(tmp_path, monkeypatch):
     proc = fake_proc(tmp_path, threads=(4243,), run_ns=(0,), wait_ns=(0,))
     a = snapshot_at(monkeypatch, 1.0, 4242, [4243, 4299], [], proc)
     b = snapshot_at(monkeypatch, 2.0, 4242, [4243, 4299], [], proc)
-    per_vcpu, total, _ = probe.cpu_percentages(a, b, [4243, 4299])
+    per_vcpu, total, _process = probe.cpu_percentages(a, b, [4243, 4299])
     assert per_vcpu == [0.0, None] and total == 0.0
 
 
@@ -359,7 +359,10 @@ def test_nic_conflicts_name_who_holds_a_tap_or_uses_a_mac_in_this_namespace(tmp_
     fake_process(proc, 300, ["qemu-system-x86_64", "-name", "vm2", "-device", "virtio-net-pci,mac=52:54:00:77:00:65"],
                  netns="net:[4026532999]")
     hold_tap(proc, 300, 17, "tap1")
-    nic = lambda tap, mac: {"tap": tap, "mac": mac, "bridge": None}  # noqa: E731
+
+    def nic(tap, mac):
+        return {"tap": tap, "mac": mac, "bridge": None}
+
     assert discovery.nic_conflicts([nic("tap1", "52:54:00:77:00:65")], proc=str(proc)) == []
     assert discovery.nic_conflicts([nic("tap0", "52:54:00:77:00:99"), nic("tap9", "52:54:00:77:00:64")],
                                    proc=str(proc)) == [
@@ -438,7 +441,7 @@ def test_probe_real_qemu(tmp_path, vm):
 
 
 def test_default_probe_wall_time(tmp_path, vm):
-    _, sock = vm
+    _proc, sock = vm
     t0 = time.time()
     result = probe.run(opts(tmp_path, qmp_socket=sock, duration_s=1.0, samples=2))
     wall = time.time() - t0
@@ -456,7 +459,7 @@ def test_balloon_without_driver_is_null_not_a_guess(tmp_path):
 
 
 def test_persist_and_reuse_fresh_reading(tmp_path, vm):
-    _, sock = vm
+    _proc, sock = vm
     o = opts(tmp_path, name="pvm1", samples=1, duration_s=0.1)
     checked = probe.run(dict(o, persist=True), check_mode=True)
     assert checked["persisted"] == [] and not (tmp_path / "state").exists()
@@ -575,7 +578,7 @@ class FakeQEMU(threading.Thread):
     def run(self):
         while not self.stopped:
             try:
-                conn, _ = self.srv.accept()
+                conn, _addr = self.srv.accept()
             except OSError:
                 return
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
@@ -732,14 +735,15 @@ def ansible(args, env, *flags):
             "-e", "ansible_python_interpreter=" + sys.executable, "localhost"] + list(flags)
     argv += ["-m", "walm.qemu.walm_probe", "-a", json.dumps(args)]
     return subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=120)
+                          universal_newlines=True, timeout=120, check=False)
 
 
 def test_module_docs_and_run(tmp_path, vm):
-    _, sock = vm
+    _proc, sock = vm
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
     doc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-doc"), "walm.qemu.walm_probe"], cwd=ROOT,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                         check=False)
     assert doc.returncode == 0 and "dirty_rate_mode" in doc.stdout, doc.stdout
     out = ansible({"qmp_socket": sock, "duration_s": 0.2, "samples": 1, "state_dir": str(tmp_path / "state")},
                   env, "-C")

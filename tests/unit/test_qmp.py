@@ -47,7 +47,7 @@ class FakeMonitor(threading.Thread):
         self.conns = []
 
     def run(self):
-        conn, _ = self.srv.accept()
+        conn, _addr = self.srv.accept()
         self.conns.append(conn)
         if self.behaviour == "silent":
             time.sleep(30)
@@ -87,7 +87,7 @@ class FakeMonitor(threading.Thread):
 
 
 def test_success_returns_result(qemu):
-    sock, _ = qemu
+    sock, _proc = qemu
     with QMP("vm1", sock, 5) as qmp:
         assert qmp.execute("query-status")["status"] in ("running", "paused", "prelaunch")
         assert "qemu" in qmp.execute("query-version")
@@ -120,7 +120,7 @@ def test_stale_socket_nothing_listening(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_permission_denied_as_other_user(qemu):
     """A 0600 root-owned monitor socket refuses an unprivileged user, with a message saying so."""
-    sock, _ = qemu
+    sock, _proc = qemu
     os.chmod(sock, 0o600)
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP, QMPFailure\n"
@@ -129,7 +129,7 @@ def test_permission_denied_as_other_user(qemu):
     # The socket's directory must be traversable for the test to reach the permission check on the socket itself.
     os.chmod(os.path.dirname(sock), 0o711)
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True, preexec_fn=_drop_to_nobody, timeout=30)
+                         universal_newlines=True, preexec_fn=_drop_to_nobody, timeout=30, check=False)
     assert "VM 'vm1'" in out.stdout and "permission denied" in out.stdout, out.stdout + out.stderr
 
 
@@ -144,7 +144,7 @@ def _collections_root():
 
 
 def test_qemu_refuses_command(qemu):
-    sock, _ = qemu
+    sock, _proc = qemu
     with QMP("vm1", sock, 5) as qmp:
         with pytest.raises(QMPFailure) as err:
             qmp.execute("migrate", {"uri": "bogus-transport:1"})
@@ -153,7 +153,7 @@ def test_qemu_refuses_command(qemu):
 
 
 def test_unknown_command(qemu):
-    sock, _ = qemu
+    sock, _proc = qemu
     with QMP("vm1", sock, 5) as qmp:
         with pytest.raises(QMPFailure) as err:
             qmp.execute("no-such-command")
@@ -166,7 +166,7 @@ def test_disconnect_when_qemu_exits(qemu):
         proc.kill()
         proc.wait()
         with pytest.raises(QMPFailure) as err:
-            for _ in range(3):  # the first call may race the reader noticing EOF
+            for _attempt in range(3):  # the first call may race the reader noticing EOF
                 qmp.execute("query-status")
                 time.sleep(0.2)
     msg = str(err.value)

@@ -61,7 +61,7 @@ def playbook(inventory, path, *args, argv_prefix=(), timeout=600):
     # pytest-ansible exports for its own fixtures.
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
     proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, check=False)
     return proc.returncode, proc.stdout
 
 
@@ -104,7 +104,8 @@ def test_argument_specs_document_every_option_and_match_the_defaults(role):
 @pytest.mark.parametrize("role", ROLES)
 def test_ansible_doc_renders_the_role(role):
     proc = subprocess.run([os.path.join(VENV_BIN, "ansible-doc"), "-t", "role", "walm.qemu." + role], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
+                          check=False)
     assert proc.returncode == 0 and "ERROR" not in proc.stdout, proc.stdout[-2000:]
 
 
@@ -250,10 +251,10 @@ def _system_state():
     with open("/etc/fstab", "rb") as f:
         fstab = hashlib.sha256(f.read()).hexdigest()
     mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET,SOURCE,FSTYPE"], stdout=subprocess.PIPE,
-                            universal_newlines=True).stdout
+                            universal_newlines=True, check=False).stdout
     pkgs = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Status}\n", "nfs-kernel-server", "nfs-common",
                            "qemu-utils"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          universal_newlines=True).stdout
+                          universal_newlines=True, check=False).stdout
     exports = sorted(os.listdir("/etc/exports.d")) if os.path.isdir("/etc/exports.d") else None
     return fstab, mounts, pkgs, exports
 
@@ -304,7 +305,6 @@ def _kernel_has(fs):
 # -- nfs_shared_storage, userspace mode and check_images, over a real NFS server -----------------------------------
 
 
-
 def userspace_play(tmp_path, nfs, images=None, fix=False, url=None, extra_tasks=""):
     """Two hypervisors (local aliases) in the NFS server's network namespace: the role, then check_images."""
     inv = local_inventory(tmp_path, {"hv1": {}, "hv2": {}})
@@ -353,7 +353,7 @@ def test_userspace_mode_checks_the_export_and_publishes_the_url(tmp_path, nfs):
 
 
 def test_userspace_mode_fails_when_the_export_is_not_there(tmp_path, nfs):
-    rc, out, _ = userspace_play(tmp_path, nfs, url="nfs://127.0.0.1/not-exported")
+    rc, out, _reports = userspace_play(tmp_path, nfs, url="nfs://127.0.0.1/not-exported")
     assert rc != 0
     assert "Check that the export is reachable from each client" in out and "FAILED - RETRYING" in out
 
@@ -362,7 +362,7 @@ def test_check_images_refuses_a_sparse_qcow2_and_passes_a_preallocated_one(tmp_p
     sparse = make_sparse(nfs, "r-sparse.qcow2")
     good = nfs.url + "/r-good.qcow2"
     nfs.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", good, "32M"])
-    rc, out, _ = userspace_play(tmp_path, nfs, images=[good, {"file": sparse, "format": "qcow2"}])
+    rc, out, _reports = userspace_play(tmp_path, nfs, images=[good, {"file": sparse, "format": "qcow2"}])
     assert rc != 0
     assert "Sparse qcow2 images opened through QEMU's nfs:// driver: %s." % sparse in out.replace("\n", " ")
     rc, out, reports = userspace_play(tmp_path, nfs, images=[good])
@@ -391,7 +391,7 @@ def test_check_images_never_fixes_an_image_a_qemu_uses(tmp_path, nfs):
     holder = subprocess.Popen(["qemu-holder", "-c", "sleep 120; true", "qemu-holder", "-drive",
                                "file=%s,format=qcow2,if=none" % sparse], executable="/bin/sh")
     try:
-        rc, out, _ = userspace_play(tmp_path, nfs, images=[sparse], fix=True)
+        rc, out, _reports = userspace_play(tmp_path, nfs, images=[sparse], fix=True)
     finally:
         holder.kill()
         holder.wait()
@@ -481,9 +481,9 @@ def test_migration_tls_makes_the_ca_once_and_each_hosts_layout(tmp_path):
         text = openssl("x509", "-noout", "-subject", "-ext", "subjectAltName", "-nameopt", "RFC2253", "-in", cert)
         assert "subject=CN=%s" % host in text and "DNS:%s, IP Address:%s" % (host, address) in text, text
 
-    _, rc, out = tls_play(tmp_path)
+    _hosts, rc, out = tls_play(tmp_path)
     assert rc == 0 and all(h["changed"] == 0 for h in recap(out).values()), out[-4000:]
-    _, rc, out = tls_play(tmp_path, "--check")
+    _hosts, rc, out = tls_play(tmp_path, "--check")
     assert rc == 0 and all(h["changed"] == 0 for h in recap(out).values()), out[-4000:]
 
 
@@ -494,7 +494,7 @@ def test_migration_tls_issues_again_only_what_changed(tmp_path):
     hv1_key = open(os.path.join(hosts["hv1"]["walm_tls_dir"], "server-key.pem")).read()
     hv2_key = open(os.path.join(hosts["hv2"]["walm_tls_dir"], "server-key.pem")).read()
     os.unlink(str(tmp_path / "ca" / "hosts" / "hv2" / "client-key.pem"))  # a file lost on the CA host
-    _, rc, out = tls_play(tmp_path)
+    _hosts, rc, out = tls_play(tmp_path)
     assert rc == 0, out[-4000:]
     assert recap(out)["hv1"]["changed"] == 0 and recap(out)["hv2"]["changed"] > 0, out[-4000:]
     assert (tmp_path / "ca" / "ca-cert.pem").read_text() == ca_before

@@ -43,7 +43,7 @@ DEFINITION = {"memory_mib": 64, "accel": "tcg"}
 
 
 def _ids():
-    return [why for _, why in BAD_NAMES]
+    return [why for _name, why in BAD_NAMES]
 
 
 @pytest.fixture

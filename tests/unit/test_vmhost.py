@@ -269,6 +269,6 @@ def test_event_log_is_0600_and_replaces_a_symlink(state_dir, tmp_path):
         assert not os.path.islink(paths.event_log) and mode(paths.event_log) == 0o600
         assert victim.read_text() == "victim's"
     finally:
-        conn, _ = server.accept()
+        conn, _addr = server.accept()
         conn.close()
         server.close()

@@ -77,7 +77,6 @@ def test_local_preallocation_keeps_the_data(tmp_path):
 # -- over a real NFS server -------------------------------------------------------------------------------------
 
 
-
 def walm_image(nfs, args, check_mode=False):
     """Run the module through Ansible in the NFS server's network namespace; returns (ok, result)."""
     with tempfile.TemporaryDirectory() as tree:
