@@ -55,7 +55,7 @@ AFTER_S = 3  # keep reading the console after the migration (the guest's progres
 WITHIN_PCT = 10  # "WALM is as good as the oracle": mean TMT within this many % of it
 
 # late-heavy: walm-wset idles this many seconds after its ready line (which follows the touch of its set, ~1 s
-# under TCG), then writes. Where a run stands then, from the study of record (docs/benchmark-study, 2026-11-25):
+# under TCG), then writes. Where a run stands then, from the version-1 study of record (2026-11-25, in git history):
 # cpu's and net's first progress line (1 s after their start, no set to touch) came 12.8 s (fixed strategies;
 # 11.5-14.2) or 13.8 s (WALM, whose walm_decide adds ~1 s; 12.4-14.9) before the migration started, the 256 MiB
 # writers' ~1 s later than that. Counted from the ready line, vm_start's boot wait and the console tail's start
