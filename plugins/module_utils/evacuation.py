@@ -426,7 +426,7 @@ def plan(params):
         "source": source,
         "policy": policy,
         "concurrency": concurrency,
-        "execution": "serial",
+        "execution": "waves",
         "waves": [[c["name"] for c in w] for w in waves],
         "order": order,
         "destinations": [dict((k, d[k]) for k in ("name", "free_mib", "free_mib_left", "capacity_source", "vms"))
@@ -490,9 +490,9 @@ def _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_
                    "bandwidth and lengthen every pre-copy.")
     else:
         out.append("Concurrency %d requested: %d wave(s) of up to %d VMs, never two write-heavy or post-copy "
-                   "migrations in one wave. On one shared link a wave takes about as long as its migrations one "
-                   "after another. evacuate_host.yml runs the migrations one at a time in this order whatever the "
-                   "concurrency; the waves are for information only." % (concurrency, len(waves), concurrency))
+                   "migrations in one wave. The migrations of a wave run side by side; on one shared link a wave "
+                   "takes about as long as its migrations one after another." % (concurrency, len(waves),
+                                                                                 concurrency))
     out.append("Destinations: %s." % "; ".join(
         "%s with %d MiB free (%s), %d MiB left after %s" % (
             d["name"], d["free_mib"], d["capacity_source"], d["free_mib_left"],

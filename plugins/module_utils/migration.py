@@ -13,7 +13,7 @@ import math
 import re
 import time
 
-from . import adaptation, migration_tls, vmhost, vmlock
+from . import adaptation, migration_tls, progress, vmhost, vmlock
 from .errors import WalmError
 from .qmp import QMP, QMPFailure, event_time_s
 from .vmdef import HostPaths, fingerprint
@@ -220,7 +220,7 @@ class Migration(object):
                  resume=False, check_mode_without_destination=False, allow_unsafe_uri=False,
                  tls_dir=None, tls_hostname=None, resume_timeout_s=60, allow_postcopy=False, adapt=True,
                  expect=None, adaptation_actions=None, max_downtime_limit_ms=None,
-                 downtime_headroom_pct=adaptation.DOWNTIME_HEADROOM_PCT):
+                 downtime_headroom_pct=adaptation.DOWNTIME_HEADROOM_PCT, progress_path=None):
         without_destination = check_mode_without_destination and not destination_uri
         req = check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
                             max_postcopy_bandwidth_mib_s, timeout_s,
@@ -272,6 +272,8 @@ class Migration(object):
         # This host's certificates (migration_tls); None migrates in clear. A resume keeps the channel it had.
         self.tls_dir = tls_dir
         self.tls_hostname = tls_hostname
+        # Where the progress document goes while the migration runs (progress.py); None writes none.
+        self.progress = progress.Writer(progress_path, vm, method)
 
     def parameters(self):
         # 0 means "as fast as the link goes": QEMU has no 'unlimited', so give it far more than any NIC.
@@ -418,6 +420,8 @@ class Migration(object):
                     stop_ts = event_time_s(ev)
             if status in POSTCOPY_STATES and postcopy_seen_ms is None:
                 postcopy_seen_ms = snap["t_ms"]
+            self.progress.update(snap, switch.get("postcopy_requested_ms"),
+                                 self.monitor.adaptations if self.monitor is not None else ())
             if status in FINAL_STATES:
                 break
             if status == "postcopy-paused":
@@ -600,7 +604,8 @@ def migrate_vm(params, check_mode=False):
                           expect=params.get("expect"), adaptation_actions=params.get("adaptation_actions"),
                           max_downtime_limit_ms=params.get("max_downtime_limit_ms"),
                           downtime_headroom_pct=params.get("downtime_headroom_pct",
-                                                           adaptation.DOWNTIME_HEADROOM_PCT))
+                                                           adaptation.DOWNTIME_HEADROOM_PCT),
+                          progress_path=None if check_mode else paths.progress)
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"

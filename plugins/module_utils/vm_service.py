@@ -307,6 +307,8 @@ class VMService(object):
                 if vmhost.tap_exists(nic["tap"]):
                     self._act("delete tap %s" % nic["tap"], vmhost.delete_tap, nic["tap"])
             self._act("remove record %s" % self.paths.record, _unlink, self.paths.record)
+        if os.path.exists(self.paths.progress):
+            self._act("remove the migration progress %s" % self.paths.progress, _unlink, self.paths.progress)
         if os.path.exists(self.paths.event_log) or os.path.exists(self.paths.events_socket):
             self._act("remove the event log %s" % self.paths.event_log, eventlog.remove, self.paths)
         return self.result()

@@ -172,6 +172,8 @@ class HostPaths(object):
         self.control_socket = os.path.join(state_dir, name + ".events.ctl")
         # One change to the VM at a time on this host (vmlock.py).
         self.lock = os.path.join(state_dir, name + ".lock")
+        # An outgoing migration's progress while it runs (progress.py).
+        self.progress = os.path.join(state_dir, name + ".progress.json")
 
     def as_dict(self):
         return {"state_dir": self.state_dir, "qmp_socket": self.qmp_socket, "pidfile": self.pidfile,

@@ -27,8 +27,9 @@ description:
     none is not placed - it is listed in RV(plan.unplaced) with a plain-sentence reason (its memory, the free
     memory of each destination, the fix) - and the VMs that fit are still placed, so the host is not emptied.
   - O(concurrency) groups the order into waves of up to that many VMs, never two write-heavy or post-copy
-    migrations in one wave. C(evacuate_host.yml) still runs the migrations one at a time (RV(plan.execution) is
-    V(serial)); with one shared link that costs nothing, because parallel migrations only split its bandwidth.
+    migrations in one wave. C(evacuate_host.yml) runs the waves in order and the migrations of a wave side by side
+    (RV(plan.execution) is V(waves)); with one shared link a wave takes about as long as its migrations one after
+    another, because parallel migrations only split its bandwidth.
   - "Under O(policy=walm) each VM carries its decision's expectation (RV(plan.order[].expectation)) for
     M(walm.qemu.walm_migrate)'s run-time adaptation (O(adapt)), which checks a pre-copy against it at every pass
     boundary. A pre-copy predicted not to converge then does not run until O(timeout_s): with post-copy allowed
@@ -256,7 +257,8 @@ plan:
     policy: {description: The policy applied, type: str}
     concurrency: {description: Migrations at once on the link the plan allows, type: int}
     execution:
-      description: How evacuate_host.yml runs the plan - always V(serial) (one migration at a time).
+      description: How evacuate_host.yml runs the plan - V(waves) (RV(plan.waves) in order, the migrations of a
+        wave side by side; a wave of one VM is one migration at a time).
       type: str
     waves: {description: "VM names grouped by wave (one VM per wave at concurrency 1)", type: list, elements: list}
     order:

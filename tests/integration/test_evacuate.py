@@ -99,7 +99,7 @@ def test_check_mode_prints_the_plan_and_changes_nothing(evac_vms):
     proc, report = evacuate(options=["--check"])
 
     out = proc.stdout
-    assert "Evacuation plan for walm-src (policy walm, concurrency 1, run serial)" in out, out[-4000:]
+    assert "Evacuation plan for walm-src (policy walm, concurrency 1, run waves)" in out, out[-4000:]
     for vm in evac_vms:
         assert "Would migrate %s from walm-src to walm-dst" % vm in out
         assert pid_running("walm-src", vm) == pids[vm] and qmp_status("walm-src", vm) == "running"
@@ -171,14 +171,15 @@ def test_evacuation_moves_every_vm_intact(evac_vms):
 
 
 def test_a_vm_that_cannot_move_stays_and_the_others_go(evac_vms):
-    """Back to walm-src with the naive plan: pre-copy of the heavy writer times out and is cancelled; it keeps
-    running on walm-dst, the two others move, and the play fails naming it."""
+    """Back to walm-src with the naive plan, two migrations at once: pre-copy of the heavy writer times out and is
+    cancelled; it keeps running on walm-dst, the two others move, and the play fails naming it. The first wave
+    (ev-cpu beside ev-heavy) runs as async tasks, whose progress the play prints while they run."""
     if not all(pid_running("walm-dst", vm) for vm in evac_vms):
         pytest.skip("needs the VMs on walm-dst (test_evacuation_moves_every_vm_intact)")
     before = wait_busy("walm-dst", evac_vms)
 
-    proc, report = evacuate({"walm_evacuate_policy": "naive", "walm_timeout_s": 8}, check=False,
-                            source="walm-dst", destinations=["walm-src"])
+    proc, report = evacuate({"walm_evacuate_policy": "naive", "walm_timeout_s": 8, "walm_concurrency": 2},
+                            check=False, source="walm-dst", destinations=["walm-src"])
 
     assert proc.returncode != 0
     assert "Evacuation of walm-dst is incomplete. ev-heavy was not moved (timeout): it is on source (running)." \
@@ -186,6 +187,12 @@ def test_a_vm_that_cannot_move_stays_and_the_others_go(evac_vms):
     print("\n".join(report["table"]))
     plan = report["plan"]
     assert [c["name"] for c in plan["order"]] == ["ev-cpu", "ev-heavy", "ev-idle"]  # listing order
+    assert plan["waves"] == [["ev-cpu", "ev-heavy"], ["ev-idle"]]
+    # While the wave ran: the heavy writer's passes, each line with its remainder and throughput.
+    passes = [ln for ln in proc.stdout.splitlines() if "[walm-dst] ev-heavy: precopy pass" in ln]
+    assert len(passes) >= 2 and all("MiB left" in ln and "MiB/s" in ln for ln in passes), proc.stdout[-4000:]
+    starts = [r["started_at"] for r in report["results"] if r["vm"] in ("ev-cpu", "ev-heavy")]
+    assert len(starts) == 2 and starts[0] == starts[1]  # one wave, started together
     # The baseline runs without the run-time adaptation, which would switch the heavy writer to post-copy.
     assert all(c["method"] == "precopy" and c["adapt"] is False for c in plan["order"])
     assert plan["predicted_stay_on_source"] == ["ev-heavy"]

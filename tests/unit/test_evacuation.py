@@ -77,7 +77,7 @@ def test_order_and_methods(over, order, methods):
     assert names(p) == order
     assert [c["method"] for c in p["order"]] == methods
     assert [c["position"] for c in p["order"]] == list(range(1, len(order) + 1))
-    assert p["execution"] == "serial"
+    assert p["execution"] == "waves"
 
 
 def test_walm_plan_reasons_and_predictions():
@@ -126,7 +126,7 @@ def test_waves(concurrency, waves):
     if concurrency == 1:
         assert "Concurrency 1: the source has one migration link" in text
     else:
-        assert "runs the migrations one at a time" in text and "for information only" in text
+        assert "The migrations of a wave run side by side" in text
 
 
 def test_never_two_heavy_migrations_in_one_wave():
@@ -287,7 +287,7 @@ def test_nothing_to_do():
 
 def test_plan_table_lists_every_vm_with_its_why():
     lines = plan_table(plan(params()))
-    assert lines[0] == "Evacuation plan for walm-src (policy walm, concurrency 1, run serial):"
+    assert lines[0] == "Evacuation plan for walm-src (policy walm, concurrency 1, run waves):"
     assert lines[1].split() == ["#", "VM", "class", "method", "destination", "pred", "TMT", "pred", "DT", "ms",
                                 "wave", "why"]
     assert lines[3].split()[:6] == ["1", "ev-idle", "idle", "precopy", "walm-dst", "1.00"]

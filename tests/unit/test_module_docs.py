@@ -46,7 +46,15 @@ def test_docs_parse_and_match_the_argument_spec(name, monkeypatch):
             assert d.get("default") == spec[opt].get("default"), "%s: default of %s" % (name, opt)
         if "choices" in spec[opt] or "choices" in d:
             assert d.get("choices") == spec[opt].get("choices"), "%s: choices of %s" % (name, opt)
-    assert seen.get("supports_check_mode") is True
+    # The documented check mode support is the module's: full or partial support it, none does not.
+    assert bool(seen.get("supports_check_mode")) == (doc["attributes"]["check_mode"]["support"] != "none")
+
+
+def test_the_wait_action_takes_the_options_its_module_documents(monkeypatch):
+    """walm_migration_wait runs as an action plugin: its argument spec is the documented one."""
+    _, seen = _argument_spec("walm_migration_wait", monkeypatch)
+    action = importlib.import_module("ansible_collections.walm.qemu.plugins.action.walm_migration_wait")
+    assert action.ARGS == seen["argument_spec"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -617,7 +617,7 @@ def _evac(result, message="", position=1):
 
 
 def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_limit(tmp_path):
-    task = task_named(("playbooks", "tasks", "evacuate_one.yml"), "walm_one_result.status | default('failed') }}")
+    task = task_named(("playbooks", "tasks", "record_one.yml"), "walm_one_result.status | default('failed') }}")
     task["register"] = "_line"
     aborted = ("Migration of vm1 from hv1 to hv2 failed: pre-copy would not converge: pass 1 shrank the remainder "
                "only to 98 %; cancelled. The VM keeps running on hv1.")
