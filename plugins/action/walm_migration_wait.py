@@ -39,7 +39,8 @@ def finished(job):
     """A migration's result from a finished job: the module's keys, without the loop's and async_status's."""
     loop_var = job.get("ansible_loop_var") or "item"
     return dict((k, v) for k, v in job.items()
-                if k not in ASYNC_KEYS and k not in (loop_var, "item", "ansible_loop_var", "ansible_index_var")
+                if k not in ASYNC_KEYS and k not in (loop_var, "item", "ansible_loop_var", "ansible_index_var",
+                                                     "invocation", "failed_when_result")
                 and not k.startswith("_ansible"))
 
 

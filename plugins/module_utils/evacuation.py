@@ -140,7 +140,10 @@ def _memory_mib(name, info, probe):
 def _candidate(name, info, probe, probe_error, decision, policy, run):
     """One VM to move: its method and prediction under the policy. run: on_timeout, timeout_s, adapt,
     allow_postcopy and adaptation_actions, as the migrations will run."""
-    c = {"name": name, "memory_mib": _memory_mib(name, info, probe), "class": "unknown", "workload_class": None,
+    c = {"name": name, "memory_mib": _memory_mib(name, info, probe),
+         # What a migration must send at least (the probe's sample of non-zero memory); null when not measured.
+         "nonzero_mib": ((probe or {}).get("workload") or {}).get("nonzero_mib"),
+         "class": "unknown", "workload_class": None,
          "method": "precopy", "switch_after_passes": None, "on_timeout": run["on_timeout"],
          "predicted_total_time_ms": None, "predicted_downtime_ms": None, "predicted_outcome": "unknown",
          "decided": False, "heavy": False, "decision_reasons": [], "reasons": [], "meets_goal": None,

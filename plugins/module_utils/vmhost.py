@@ -356,6 +356,19 @@ def write_file_atomic(path, text):
         raise
 
 
+def host_memory(path="/proc/meminfo"):
+    """This host's memory in MiB: total_mib and available_mib (MemAvailable: what new VMs may use without
+    swapping); None for a figure the kernel does not report."""
+    fields = {}
+    with open(path) as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                fields[key] = int(parts[0]) // 1024  # kB
+    return {"total_mib": fields.get("MemTotal"), "available_mib": fields.get("MemAvailable")}
+
+
 def list_vms(state_dir):
     """Names of the VMs that have a record in state_dir (files whose names no VM can have are not VMs)."""
     if not os.path.isdir(state_dir):

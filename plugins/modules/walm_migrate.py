@@ -229,8 +229,13 @@ notes:
   - Check mode connects to the source QEMU and checks it can be migrated (running, not already migrating,
     capabilities supported), touching nothing.
   - Statistics come from the source (the destination's C(query-migrate) reports status only on QEMU 7.2).
+  - While a migration runs, its progress (status, pass, remaining and transferred MiB, throughput, a switch to
+    post-copy, the adaptations so far) is kept in C(STATE_DIR/NAME.progress.json), rewritten at every pass
+    boundary, status change, switch or adaptation and at least every second. Run as an async task, it is what
+    M(walm.qemu.walm_migration_wait) prints; C(walm_vm state=stopped) removes it.
 seealso:
   - module: walm.qemu.walm_vm
+  - module: walm.qemu.walm_migration_wait
 """
 
 EXAMPLES = r"""

@@ -55,6 +55,7 @@ options:
     default: true
 extends_documentation_fragment:
   - walm.qemu.attributes
+  - walm.qemu.attributes.action_group_walm
 attributes:
   check_mode:
     support: none

@@ -269,6 +269,10 @@ plan:
         position: {description: 1 for the first VM, type: int}
         name: {description: The VM, type: str}
         memory_mib: {description: Guest RAM, type: int}
+        nonzero_mib:
+          description: Guest RAM that is not all zero bytes, from the probe (null when not measured) - what the
+            migration must send at least.
+          type: float
         class: {description: "Workload class in a few words (idle, cpu, memory write-intensive, unknown)", type: str}
         workload_class: {description: walm_decide's workload_class, type: dict}
         method: {description: "precopy, postcopy or hybrid", type: str}

@@ -80,6 +80,15 @@ vms:
       qmp_socket: /run/walm/vm1.qmp
       console_log: /run/walm/vm1.console.log
       qemu_version: QEMU emulator version 10.0.2
+host_memory:
+  description:
+    - This host's memory in MiB, from C(/proc/meminfo) - C(total_mib) and C(available_mib) (MemAvailable, what new
+      VMs may use without swapping); null for a figure the kernel does not report.
+    - C(playbooks/evacuate_host.yml) takes a destination's capacity from it.
+  returned: always
+  type: dict
+  version_added: "0.2.0"
+  sample: {"total_mib": 24032, "available_mib": 21870}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -101,12 +110,13 @@ def main():
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
 
     from ansible_collections.walm.qemu.plugins.module_utils.vm_service import list_vm_info
+    from ansible_collections.walm.qemu.plugins.module_utils.vmhost import host_memory
 
     try:
         vms = list_vm_info(module.params["state_dir"], module.params["name"], module.params["missing_ok"])
     except WalmError as exc:
         module.fail_json(msg=str(exc), **exc.details)
-    module.exit_json(changed=False, vms=vms)
+    module.exit_json(changed=False, vms=vms, host_memory=host_memory())
 
 
 if __name__ == "__main__":

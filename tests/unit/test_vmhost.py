@@ -272,3 +272,15 @@ def test_event_log_is_0600_and_replaces_a_symlink(state_dir, tmp_path):
         conn, _addr = server.accept()
         conn.close()
         server.close()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("MemTotal:       24608768 kB\nMemFree:  100 kB\nMemAvailable:   22395136 kB\n",
+     {"total_mib": 24032, "available_mib": 21870}),
+    # An old kernel without MemAvailable: unknown, never a guess.
+    ("MemTotal:       1048576 kB\nMemFree:  524288 kB\n", {"total_mib": 1024, "available_mib": None}),
+])
+def test_host_memory_from_meminfo(tmp_path, text, expected):
+    path = tmp_path / "meminfo"
+    path.write_text(text)
+    assert vmhost.host_memory(str(path)) == expected
