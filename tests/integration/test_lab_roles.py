@@ -276,3 +276,54 @@ def test_a_second_vm_on_a_taken_tap_and_mac_is_refused_before_anything_is_made(v
         disk = os.path.join(EXPORT_DIR, other + ".qcow2")
         if os.path.exists(disk):
             os.unlink(disk)
+
+
+HYPERVISOR_PLAY = """
+- hosts: walm_lab
+  gather_facts: false
+  roles:
+    - role: walm.qemu.hypervisor
+      vars:
+        hypervisor_venv: "{{ venv }}"
+        hypervisor_state_dir: "{{ walm_state_dir }}"
+        hypervisor_state_dir_mode: "0755"
+        hypervisor_bridge: "{{ walm_bridge }}"
+  post_tasks:
+    - name: The modules now run with the venv's Python, which has qemu.qmp
+      ansible.builtin.command: "{{ ansible_python_interpreter }} -c 'import qemu.qmp, sys; print(sys.prefix)'"
+      register: prefix
+      changed_when: false
+      check_mode: false
+      when: not ansible_check_mode
+    - name: Say where
+      ansible.builtin.debug:
+        msg: "PREFIX {{ inventory_hostname }} {{ prefix.stdout | default('none') }}"
+"""
+
+
+def test_hypervisor_role_provisions_the_lab_hosts_and_then_changes_nothing(lab):
+    """walm.qemu.hypervisor on both lab hosts with a venv of its own: check mode makes nothing, the first run
+    makes the venv (qemu.qmp from PyPI) and sets the interpreter to it, the second run changes nothing."""
+    venv = os.path.join(LAB_DIR, "hypervisor-test-venv")
+    subprocess.run(["rm", "-rf", venv], check=True)
+    try:
+        rc, out = lab_playbook(HYPERVISOR_PLAY, {"venv": venv}, check_mode=True)
+        assert rc == 0, out[-4000:]
+        assert not os.path.exists(venv), "check mode made the venv"
+        assert all(r["failed"] == 0 for r in recap(out).values()), out[-3000:]
+
+        rc, out = lab_playbook(HYPERVISOR_PLAY, {"venv": venv}, timeout=900)
+        assert rc == 0, out[-4000:]
+        first = recap(out)
+        assert set(first) == {"walm-src", "walm-dst"} and all(r["failed"] == 0 for r in first.values()), out[-3000:]
+        # One shared filesystem: whichever host came first made the venv.
+        assert sum(r["changed"] for r in first.values()) >= 1, first
+        for host in ("walm-src", "walm-dst"):
+            assert "PREFIX %s %s" % (host, venv) in out, out[-3000:]
+
+        rc, out = lab_playbook(HYPERVISOR_PLAY, {"venv": venv})
+        assert rc == 0, out[-4000:]
+        second = recap(out)
+        assert all(r["changed"] == 0 and r["failed"] == 0 for r in second.values()), (second, out[-3000:])
+    finally:
+        subprocess.run(["rm", "-rf", venv], check=False)

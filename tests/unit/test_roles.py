@@ -30,7 +30,7 @@ from ansible_collections.walm.qemu.plugins.module_utils import vmhost
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 PYTHON = os.path.join(VENV_BIN, "python")
-ROLES = ("nfs_shared_storage", "incoming_destination", "migration_tls")
+ROLES = ("nfs_shared_storage", "incoming_destination", "migration_tls", "hypervisor")
 RECAP_RE = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
