@@ -44,7 +44,7 @@ VMS = {
     "e6-cpu": ("cpu", {}, "tap11", "52:54:00:77:01:02", "10.77.0.132/24"),
     "e6-light": ("wset", {"wset_mib": 32, "rate_mib_s": 8}, "tap12", "52:54:00:77:01:03", "10.77.0.133/24"),
     "e6-heavy": ("wset", {"wset_mib": 128, "rate_mib_s": 150}, "tap13", "52:54:00:77:01:04", "10.77.0.134/24"),
-    "e6-rset": ("rset", {"wset_mib": 160, "rate_mib_s": 64}, "tap14", "52:54:00:77:01:05", "10.77.0.135/24"),
+    "e6-rset": ("rset", {"wset_mib": 96, "rate_mib_s": 64}, "tap14", "52:54:00:77:01:05", "10.77.0.135/24"),
     "e6-net": ("net", {"net_rate_mbit": 10}, "tap15", "52:54:00:77:01:06", "10.77.0.136/24"),
 }
 # Already on the destination, on the tap names e6-idle and e6-cpu have on the source.
@@ -312,7 +312,13 @@ def main():
         f.write(header + "\n\n" + table(rows) + "\n\n" + vm_table(runs) + "\n")
     print(header)
     print(table(rows))
-    bad = [(r["policy"], r["concurrency"], vm, p) for r in runs for vm, p in r["guest_checks"].items() if p]
+    # A VM the policy did not move (the naive baseline's heavy writer) is a result, not a broken guest.
+    stayed = [(r["policy"], r["concurrency"], vm) for r in runs for vm, p in r["guest_checks"].items()
+              if p == ["not moved"]]
+    bad = [(r["policy"], r["concurrency"], vm, p) for r in runs for vm, p in r["guest_checks"].items()
+           if p and p != ["not moved"]]
+    for s in stayed:
+        print("not moved (still on %s): %s c%d %s" % ((SOURCE,) + s))
     for b in bad:
         print("NOT INTACT: %s c%d %s: %s" % b)
     return 1 if bad else 0

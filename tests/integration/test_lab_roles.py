@@ -285,6 +285,7 @@ HYPERVISOR_PLAY = """
     - role: walm.qemu.hypervisor
       vars:
         hypervisor_venv: "{{ venv }}"
+        hypervisor_pip_extra_args: "--no-index --find-links {{ wheels }}"
         hypervisor_state_dir: "{{ walm_state_dir }}"
         hypervisor_state_dir_mode: "0755"
         hypervisor_bridge: "{{ walm_bridge }}"
@@ -303,16 +304,21 @@ HYPERVISOR_PLAY = """
 
 def test_hypervisor_role_provisions_the_lab_hosts_and_then_changes_nothing(lab):
     """walm.qemu.hypervisor on both lab hosts with a venv of its own: check mode makes nothing, the first run
-    makes the venv (qemu.qmp from PyPI) and sets the interpreter to it, the second run changes nothing."""
+    makes the venv and sets the interpreter to it, the second run changes nothing. The lab's hosts cannot reach
+    PyPI (their namespaces have no route out), so qemu.qmp comes from a wheelhouse the controller fills, as it
+    would for hypervisors without internet access."""
     venv = os.path.join(LAB_DIR, "hypervisor-test-venv")
-    subprocess.run(["rm", "-rf", venv], check=True)
+    wheels = os.path.join(LAB_DIR, "hypervisor-test-wheels")
+    subprocess.run(["rm", "-rf", venv, wheels], check=True)
+    run([os.path.join(VENV_BIN, "pip"), "download", "-q", "-d", wheels, "qemu.qmp>=0.0.3"], timeout=300)
+    extra = {"venv": venv, "wheels": wheels}
     try:
-        rc, out = lab_playbook(HYPERVISOR_PLAY, {"venv": venv}, check_mode=True)
+        rc, out = lab_playbook(HYPERVISOR_PLAY, extra, check_mode=True)
         assert rc == 0, out[-4000:]
         assert not os.path.exists(venv), "check mode made the venv"
         assert all(r["failed"] == 0 for r in recap(out).values()), out[-3000:]
 
-        rc, out = lab_playbook(HYPERVISOR_PLAY, {"venv": venv}, timeout=900)
+        rc, out = lab_playbook(HYPERVISOR_PLAY, extra, timeout=900)
         assert rc == 0, out[-4000:]
         first = recap(out)
         assert set(first) == {"walm-src", "walm-dst"} and all(r["failed"] == 0 for r in first.values()), out[-3000:]
@@ -321,9 +327,9 @@ def test_hypervisor_role_provisions_the_lab_hosts_and_then_changes_nothing(lab):
         for host in ("walm-src", "walm-dst"):
             assert "PREFIX %s %s" % (host, venv) in out, out[-3000:]
 
-        rc, out = lab_playbook(HYPERVISOR_PLAY, {"venv": venv})
+        rc, out = lab_playbook(HYPERVISOR_PLAY, extra)
         assert rc == 0, out[-4000:]
         second = recap(out)
         assert all(r["changed"] == 0 and r["failed"] == 0 for r in second.values()), (second, out[-3000:])
     finally:
-        subprocess.run(["rm", "-rf", venv], check=False)
+        subprocess.run(["rm", "-rf", venv, wheels], check=False)
