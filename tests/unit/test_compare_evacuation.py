@@ -46,7 +46,7 @@ def test_a_vm_without_a_nonzero_reading_counts_with_its_whole_memory_and_says_so
 
 
 def test_a_host_not_emptied_has_no_ratio():
-    f = ce.figures(run(report(empty=None, completed=("a",)), {"a": [], "b": ["not moved"]}))
+    f = ce.figures(run(report(empty=None, completed=("a",)), {"a": [], "b": ce.NOT_MOVED}))
     assert f["empty_over_limit"] is None and f["overhead_per_vm_s"] is None and f["intact"] == 1
 
 
