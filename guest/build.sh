@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the WALM lab guest: Debian's kernel plus a busybox initramfs with the
 # workload programs (guest/src), sysbench and the virtio modules.
 #
@@ -76,7 +76,7 @@ if [ -z "$kpkg" ]; then
 fi
 [ -n "$kpkg" ] || die "cannot resolve the package linux-image-amd64 depends on"
 kver=$(apt-cache policy "$kpkg" | awk '$1 == "Candidate:" { print $2; exit }')
-[ -n "$kver" ] && [ "$kver" != "(none)" ] || die "no installable version of $kpkg"
+case "$kver" in ""|"(none)") die "no installable version of $kpkg" ;; esac
 
 # --- fingerprint of all inputs ----------------------------------------------------
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }
@@ -215,7 +215,7 @@ resolve_module() {
     if [ -z "${mod_file[$name]:-}" ]; then
         is_builtin "$name" || die "module $name is neither in $kpkg nor built in"
         log "module $name is built into the kernel"
-        mod_state[$name]=done
+        mod_state[$name]="done"
         return 0
     fi
     mod_state[$name]=visiting
@@ -224,7 +224,7 @@ resolve_module() {
     for dep in ${deps//,/ }; do
         resolve_module "${dep//-/_}"
     done
-    mod_state[$name]=done
+    mod_state[$name]="done"
     load_order+=("$name.ko")
 }
 for m in "${wanted_modules[@]}"; do

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark WALM against fixed methods and policies on the lab: workloads x strategies x repeats, with TMT,
 downtime, guest slowdown, predicted against measured, mean +- 95 % CI per cell and plots (issue 7).
 
@@ -166,7 +165,7 @@ def t_cdf(t, df):
 def t_quantile(p, df):
     """The t with P(T <= t) = p (0.5 < p < 1), by bisection on t_cdf."""
     lo, hi = 0.0, 1e4
-    for _ in range(200):
+    for _step in range(200):
         mid = (lo + hi) / 2.0
         if t_cdf(mid, df) < p:
             lo = mid
@@ -410,7 +409,7 @@ def detection_summary(records):
         if not adapts(r) or adaptations_of(r) is None:
             continue
         c = out.setdefault((r["case"], r["strategy"]), {"checked": 0, "adapted": 0, "actions": {}, "t_ms": [],
-                                                         "passes": [], "since_heavy_ms": []})
+                                                        "passes": [], "since_heavy_ms": []})
         c["checked"] += 1
         a = first_adaptation(r)
         if not a:
@@ -652,17 +651,17 @@ def _adaptation_sections(records, agg, cases):
         sum(len(c["over"]) for c in counts.values()), sum(c["completed"] for c in counts.values()))]
 
     checked, hits = false_triggers(records)
-    adapted = sorted(set(run_name(r) for r, _ in hits))
+    adapted = sorted(set(run_name(r) for r, _trigger in hits))
     lines += [
         "",
         "## False triggers: adaptations on the calibration's seven workloads",
         "",
         "The probe reads these workloads right, so a run with adaptation on (%s) should go as predicted there: "
         "every adaptation is a false trigger. Runs that recorded no adaptations list (older records) are not "
-        "counted." % ", ".join(s for s, (_, on) in WALM_STRATEGIES.items() if on),
+        "counted." % ", ".join(s for s, (_objective, on) in WALM_STRATEGIES.items() if on),
         "",
         "%d adaptations in %d of %d runs checked%s" % (len(hits), len(adapted), len(checked),
-                                                        ":" if hits else ".")
+                                                       ":" if hits else ".")
         if checked else "No run with adaptation on recorded its adaptations here.",
     ]
     if hits:
@@ -747,7 +746,7 @@ def plot_all(records, out_dir):
     strategies = order_strategies(set(s for c in agg.values() for s in c))
     written = []
     for metric, ci, label, name, log in (("tmt", "tmt_ci", "total migration time (ms)", "tmt.png", False),
-                                        ("dt", "dt_ci", "downtime (ms, log scale)", "downtime.png", True)):
+                                         ("dt", "dt_ci", "downtime (ms, log scale)", "downtime.png", True)):
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases) + 2), 4.5))
         width = 0.8 / max(1, len(strategies))
         for i, s in enumerate(strategies):
@@ -772,7 +771,7 @@ def plot_all(records, out_dir):
         ax.set_ylabel(label)
         if log:
             ax.set_yscale("log")
-        ax.set_title("%s per workload and strategy (mean, 95 %% CI; x = no completed run)" % label.split(" (")[0])
+        ax.set_title("%s per workload and strategy (mean, 95 %% CI; x = no completed run)" % label.split(" (", maxsplit=1)[0])
         ax.legend(fontsize="small", ncol=min(6, len(strategies)))
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
@@ -894,7 +893,7 @@ def lab_link_rate():
     """The tbf rate on the lab link as tc shows it (e.g. '1Gbit'), or None."""
     try:
         out = subprocess.run(["ip", "netns", "exec", "walm-src", "tc", "qdisc", "show", "dev", "link0"],
-                             capture_output=True, text=True, timeout=10).stdout
+                             capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"\btbf\b.*?\brate (\S+)", out)
@@ -970,7 +969,7 @@ def predictions_for(entry, link_mib_s):
     from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide
     d = decide(_decide_params(entry, link_mib_s))
     preds = dict((m, dict((k, p.get(k)) for k in ("total_time_ms", "downtime_ms", "converges", "passes",
-                                                   "postcopy_faults", "guest_slowdown_pct", "switch_after_passes")))
+                                                  "postcopy_faults", "guest_slowdown_pct", "switch_after_passes")))
                  for m, p in d["predictions"].items())
     return {"method": d["method"], "switch_after_passes": d.get("switch_after_passes"), "predictions": preds}
 
@@ -1004,7 +1003,7 @@ def run_one(case, strategy, repeat, opts):
     migration: nothing was measured)."""
     import walmlab
     workload, args, key = CASES[case]
-    objective, _ = WALM_STRATEGIES.get(strategy, (None, False))
+    objective, _counted = WALM_STRATEGIES.get(strategy, (None, False))
     vm = "bm-%s" % case[:12]
     t_run = time.time()
     walmlab.stop_vm(vm)
@@ -1015,8 +1014,8 @@ def run_one(case, strategy, repeat, opts):
         tail.start()
         time.sleep(SETTLE_S)
         t0 = time.time()
-        _, probe = walmlab.module("walm-src", "walm.qemu.walm_probe",
-                                  {"name": vm, "state_dir": walmlab.state_dir("walm-src")})
+        _ok, probe = walmlab.module("walm-src", "walm.qemu.walm_probe",
+                                    {"name": vm, "state_dir": walmlab.state_dir("walm-src")})
         t_probe_end = time.time()
         probe_s = t_probe_end - t0
         entry = {"vm": probe["vms"][0]["vm"], "workload": probe["vms"][0]["workload"]}
@@ -1024,7 +1023,7 @@ def run_one(case, strategy, repeat, opts):
         chosen, decide_s, decision, switch = None, None, None, None
         if objective:
             t0 = time.time()
-            _, decision = walmlab.module("localhost", "walm.qemu.walm_decide", {
+            _ok, decision = walmlab.module("localhost", "walm.qemu.walm_decide", {
                 "probe": entry, "link_bandwidth_mib_s": opts.link_mib_s, "objective": objective,
                 "downtime_limit_ms": DOWNTIME_LIMIT_MS})
             decide_s = time.time() - t0
@@ -1123,7 +1122,7 @@ def _csv_list(text, known, what):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default=",".join(CASES), help="workloads (default: all of %(default)s)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES), help="default: %(default)s")
@@ -1185,7 +1184,7 @@ def main(argv=None):
         except Exception as e:  # the lab failed before the migration: nothing measured, nothing recorded
             failures += 1
             print("[%d/%d] %s %s rep %d: lab error, not recorded: %s" % (i, len(todo), case, strategy, rep,
-                                                                          str(e)[-500:]), flush=True)
+                                                                         str(e)[-500:]), flush=True)
             if failures >= 3:
                 raise SystemExit("three runs in a row failed before migrating: is the lab up?")
             continue

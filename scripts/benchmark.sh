@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The benchmark in one command on a fresh machine: install (packages, QEMU 10, the venv with matplotlib), then
 # scripts/benchmark.py with the arguments given (it builds the lab itself). Root, Debian 12/13.
 #   scripts/benchmark.sh                 # quick run: every workload x every strategy x 1 repeat (~50 min)

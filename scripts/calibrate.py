@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Calibrate walm_decide on the lab: for each workload, probe it, ask walm_decide, then migrate it with every
 method and record predicted against measured (TMT, downtime, post-copy page requests, guest slowdown).
 
@@ -14,7 +13,6 @@ table is rewritten to --out/calibration.md after every run.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -124,13 +122,13 @@ def decisions_for(entry):
                   "model": {}}
         d = decide(params)
         decisions[objective] = {k: d.get(k) for k in ("method", "reasons", "workload_class", "predictions",
-                                                       "meets_goal")}
+                                                      "meets_goal")}
     return decisions
 
 
 def probe_and_decide(vm):
-    _, probe = walmlab.module("walm-src", "walm.qemu.walm_probe", {"name": vm,
-                                                                   "state_dir": walmlab.state_dir("walm-src")})
+    _ok, probe = walmlab.module("walm-src", "walm.qemu.walm_probe", {"name": vm,
+                                                                     "state_dir": walmlab.state_dir("walm-src")})
     entry = probe["vms"][0]
     entry = {"vm": entry["vm"], "workload": entry["workload"]}
     return entry, decisions_for(entry)
@@ -306,7 +304,7 @@ def table(records):
             before = mean([r.get("progress_before") for r in runs])
             during = mean([r.get("progress_during") for r in runs if r.get("progress_before") is not None])
             progress = "-" if before is None else "%s → %s %s" % (fmt(before, 1), fmt(during, 1),
-                                                                   runs[0].get("progress_key") or "")
+                                                                  runs[0].get("progress_key") or "")
             lines.append("| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 case, method, a["runs"][method],
                 "%s (%s-%s)" % (fmt(m["tmt"]), fmt(m["tmt_min"]), fmt(m["tmt_max"])) if m else "did not complete",
@@ -358,7 +356,7 @@ def _equivalent(a, chosen, best, objective, key):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--repeats", type=int, default=1)

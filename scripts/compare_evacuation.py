@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Evacuation benchmark: how long playbooks/evacuate_host.yml takes to empty a host of mixed VMs, against the
 physical limit (the non-zero memory of all VMs over the source's link), for each policy and concurrency.
 
@@ -254,13 +253,13 @@ def plot(run, path):
         for phase, start, length in segs:
             ax.barh(i, length, left=start, color=dict(PHASES)[phase], edgecolor="none")
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([n for n, _ in rows])
+    ax.set_yticklabels([n for n, _row in rows])
     ax.invert_yaxis()
     ax.set_xlabel("seconds into the evacuation")
     f = figures(run)
     ax.set_title("%s, concurrency %d: host empty after %ss (physical limit %ss)" % (
         run["policy"], run["concurrency"], f["host_empty_s"], f["physical_limit_s"]))
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for _, c in PHASES], labels=[p for p, _ in PHASES],
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for _phase, c in PHASES], labels=[p for p, _color in PHASES],
               loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

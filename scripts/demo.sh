@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The main job, end to end on this machine: install, provision the two-host lab, boot three guests with different
 # workloads on walm-src (idle, CPU-bound, a writer faster than the link), and empty walm-src into walm-dst with
 # playbooks/evacuate_host.yml: every VM probed, decided, ordered, migrated and verified; the summary is printed

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Install everything the WALM lab and tests need, on Debian 12 (bookworm) or 13 (trixie), as root.
 # Idempotent: a second run only checks. Usage: scripts/install.sh [VENV_DIR]
 set -euo pipefail

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print a migration result file (written by playbooks/migrate_vm.yml) as a short table."""
 import json
 import sys
@@ -22,7 +21,7 @@ def main(path):
     ]
     if r.get("error"):
         rows.append(("error", r["error"]))
-    width = max(len(k) for k, _ in rows)
+    width = max(len(k) for k, _value in rows)
     for k, v in rows:
         print("%-*s  %s" % (width, k, v))
     return 0 if r.get("status") == "completed" else 1

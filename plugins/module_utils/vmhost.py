@@ -362,7 +362,7 @@ def host_memory(path="/proc/meminfo"):
     fields = {}
     with open(path) as f:
         for line in f:
-            key, _, rest = line.partition(":")
+            key, _sep, rest = line.partition(":")
             parts = rest.split()
             if parts and parts[0].isdigit():
                 fields[key] = int(parts[0]) // 1024  # kB

@@ -59,7 +59,7 @@ def _run(tool: str, args: tuple[str, ...], extra_vars: dict | None, timeout: flo
         cmd += ["-e", f"{key}={value}"]
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     return Run(cmd, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
@@ -100,7 +100,7 @@ def lab_processes() -> list[str]:
     command line names the lab directory (daemons' configuration, QEMU pid files, consoles)."""
     found = []
     for ns in lab_namespaces():
-        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
         found += [f"{pid} (in {ns})" for pid in out.split()]
     me = os.getpid()
     for entry in Path("/proc").iterdir():
@@ -118,7 +118,7 @@ def lab_processes() -> list[str]:
 
 def lab_mounts() -> list[str]:
     """Mount points of the lab's namespaces still in the mount table."""
-    out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True).stdout
+    out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False).stdout
     return [t for t in out.splitlines() if t.startswith("/run/netns/") and t.rsplit("/", 1)[-1] in HOSTS]
 
 

@@ -162,7 +162,7 @@ def test_evacuation_moves_every_vm_intact(evac_vms):
     for vm in evac_vms:
         assert_guest_went_on("walm-dst", vm, before[vm])
     # ev-idle's NIC got a tap of walm-dst's own; the VM that was there first kept tap0 and runs on.
-    _, info = module("walm-dst", "walm.qemu.walm_vm_info", {"state_dir": state_dir("walm-dst")})
+    _ok, info = module("walm-dst", "walm.qemu.walm_vm_info", {"state_dir": state_dir("walm-dst")})
     taps = dict((v["name"], v["definition"]["nics"][0]["tap"]) for v in info["vms"] if v.get("definition"))
     assert taps[BYSTANDER] == "tap0" and taps["ev-idle"] != "tap0" and len(set(taps.values())) == len(taps), taps
     assert qmp_status("walm-dst", BYSTANDER) == "running"

@@ -70,7 +70,7 @@ def test_link_throughput_is_about_a_gigabit(lab_cycle):
     listener = subprocess.Popen(["ip", "netns", "exec", "walm-dst", "socat", "-u",
                                  f"TCP-LISTEN:{port},bind={HOSTS['walm-dst']}", "/dev/null"])
     try:
-        for _ in range(50):  # wait until it listens
+        for _attempt in range(50):  # wait until it listens
             if port in netns("walm-dst", "ss", "-Hltn", f"sport = :{port}").stdout:
                 break
             time.sleep(0.1)
@@ -140,7 +140,7 @@ def _alive(pid: int) -> bool:
 def test_teardown_leaves_nothing(lab_cycle):
     # Something the teardown must find on its own: a long-running process inside a lab host.
     sleeper = threading.Thread(target=netns, args=("walm-src", "sleep", "600"), kwargs={"timeout": 700,
-                                                                                     "check": False})
+                                                                                        "check": False})
     sleeper.start()
     daemons = _pidfile_pids()
     assert len(daemons) == 4, daemons  # sshd x2, rpcbind, ganesha

@@ -74,7 +74,7 @@ def test_diverged_precopy_without_a_way_out_aborts_and_stays_on_the_source(vm):
     start_vm(vm, "verify", VERIFY)
     src_log = console_log("walm-src", vm)
     wait_until(lambda: len(parse_console(src_log, "verify")) >= 3 and last(parse_console(src_log, "disk"),
-                                                                            "written"), 90, "verify progress")
+                                                                           "written"), 90, "verify progress")
     disk_before = last(parse_console(src_log, "disk"), "written")
     proc, result = migrate(vm, {"walm_method": "precopy", "walm_expect": IDLE_EXPECT, "walm_allow_postcopy": False,
                                 "walm_adaptation_actions": ["downtime", "abort"], "walm_timeout_s": 120},
@@ -105,4 +105,4 @@ def test_hybrid_switches_when_passes_stop_shrinking(vm):
     assert adaptation["pass"] <= 3, adaptation
     assert result["ran_postcopy"] is True
     print("hybrid switched after pass %s (%s ms): %s" % (adaptation["pass"], adaptation["t_ms"],
-                                                       adaptation["reason"]))
+                                                         adaptation["reason"]))

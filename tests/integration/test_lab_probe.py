@@ -45,7 +45,7 @@ def vms(lab, request):
 def probe(**args):
     args.setdefault("state_dir", state_dir(HOST))
     t0 = time.time()
-    _, result = module(HOST, "walm.qemu.walm_probe", args)
+    _ok, result = module(HOST, "walm.qemu.walm_probe", args)
     result["_ansible_wall_s"] = time.time() - t0
     assert result["changed"] is False
     return result
@@ -83,15 +83,15 @@ def test_cpu_busy_and_idle(vms):
     wait_workload(busy, "cpu", 2)
     wait_workload(idle, "idle", 2)
     readings = []
-    for _ in range(3):
+    for _attempt in range(3):
         result = probe(duration_s=2, samples=2)
         by_name = dict((r["vm"]["name"], r["workload"]) for r in result["vms"])
         b, i = by_name[busy], by_name[idle]
         readings.append((b["cpu_percent"], b["cpu_wait_percent"], i["cpu_percent"]))
         print("cpu guest: cpu_percent %s (waited for a host CPU %s, whole qemu %s), dirty %s MiB/s; "
               "idle guest: cpu_percent %s, dirty %s MiB/s" % (b["cpu_percent"], b["cpu_wait_percent"],
-                                                             b["qemu_cpu_percent"], b["dirty_rate_mib_s"],
-                                                             i["cpu_percent"], i["dirty_rate_mib_s"]))
+                                                              b["qemu_cpu_percent"], b["dirty_rate_mib_s"],
+                                                              i["cpu_percent"], i["dirty_rate_mib_s"]))
         # The busy vCPU always wants a whole host CPU: what it got plus what it waited for.
         assert b["cpu_percent"] + b["cpu_wait_percent"] >= 80
         assert len(b["cpu_percent_per_vcpu"]) == 1
@@ -140,11 +140,11 @@ def test_probe_wall_time_and_persisted_reading(vms):
     name = vms("wset", {"wset_mib": WSET_MIB, "rate_mib_s": 40})
     wait_workload(name, "wset")
     walls = []
-    for _ in range(3):
+    for _attempt in range(3):
         result = probe(name=name)
         walls.append((result["probe_wall_time_s"], result["_ansible_wall_s"]))
     print("probe wall time, default window (module, ansible round trip): %s" % walls)
-    assert all(module_s <= 2.5 for module_s, _ in walls)
+    assert all(module_s <= 2.5 for module_s, _ansible_s in walls)
     # periodic tracking: store a reading, then reuse it while it is fresh
     stored = probe(name=name, persist=True)
     assert stored["persisted"] == [state_dir(HOST) + "/probe/%s.json" % name]

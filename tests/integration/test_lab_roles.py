@@ -123,14 +123,14 @@ def test_export_reachable_from_both_hosts_and_idempotent(lab):
     assert rc == 0, out[-4000:]
     assert set(reports) == {"walm-src", "walm-dst"}
     assert all(r["base"] == NFS_URL for r in reports.values())
-    rc, out, _ = storage()
+    rc, out, _report = storage()
     assert rc == 0 and all(h["changed"] == 0 for h in recap(out).values()), out[-4000:]
 
 
 def test_sparse_image_refused_then_fixed_with_data_intact(image):
     name, url = image
     make_sparse(url)
-    rc, out, _ = storage([url])
+    rc, out, _report = storage([url])
     assert rc != 0
     assert ("Sparse qcow2 images opened through QEMU's nfs:// driver: %s." % url) in out.replace("\n", " ")
 
@@ -173,7 +173,7 @@ def test_image_in_use_by_qemu_is_never_replaced(image):
     try:
         time.sleep(2)
         assert qemu.poll() is None, "QEMU did not stay up"
-        rc, out, _ = storage([url], fix=True)
+        rc, out, _report = storage([url], fix=True)
     finally:
         qemu.send_signal(signal.SIGTERM)
         try:
@@ -243,13 +243,13 @@ def test_incoming_destination_starts_the_twin_and_reuses_it(vm):
     assert recap(out)["walm-dst"]["changed"] == 0
 
     # Waiting for a pre-copy, it must not be silently reused for a post-copy.
-    rc, out, _ = destination(vm, method="postcopy")
+    rc, out, _report = destination(vm, method="postcopy")
     assert rc != 0 and "already waits here for a migration" in out
     assert dst_status(vm) == "inmigrate"
 
 
 def test_incoming_destination_refuses_a_vm_not_running_on_the_source(lab):
-    rc, out, _ = destination("it-id-no-such-vm")
+    rc, out, _report = destination("it-id-no-such-vm")
     assert rc != 0 and "VM 'it-id-no-such-vm' is not known on this host" in out
     assert not pid_running("walm-dst", "it-id-no-such-vm")
 

@@ -1,6 +1,7 @@
 """Never two copies, never none: the controller killed mid-migration and the playbook run again, two runs of one
-VM's migration at once, parameters refused before anything starts, and the migration channel closed by TLS. Running copies are counted by the guest's own console progress (a copy that keeps
-printing new verify passes runs the guest), not by QMP status alone."""
+VM's migration at once, parameters refused before anything starts, and the migration channel closed by TLS. Running
+copies are counted by the guest's own console progress (a copy that keeps printing new verify passes runs the guest),
+not by QMP status alone."""
 
 import json
 import os
@@ -79,7 +80,7 @@ def test_controller_killed_mid_migration_then_rerun_finishes(vm, method, extra, 
     start_vm(vm, "verify", VERIFY)
     wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
     ev = dict(extra, walm_method=method, walm_timeout_s=120)
-    proc, _ = _start_controller(vm, ev)
+    proc, _results = _start_controller(vm, ev)
     try:
         # The source's monitor is the migrating module's: watch the destination's.
         wait_until(lambda: _migration_status("walm-dst", vm) == phase, 120, "%s on the destination" % phase)
@@ -130,7 +131,7 @@ def test_two_runs_of_one_vm_one_migrates_the_other_refuses(vm, stagger_s):
     second.start()
     first.join(600)
     second.join(600)
-    results = [r for _, r in outcomes]
+    results = [r for _process, r in outcomes]
     migrated = [r for r in results if r and r.get("whereabouts") == "migrate" and r.get("status") == "completed"]
     assert len(migrated) == 1, [(p.returncode, r) for p, r in outcomes]
     other = [o for o in outcomes if o[1] is not migrated[0]][0]
@@ -156,7 +157,7 @@ def test_bad_parameters_are_refused_before_any_qemu_starts(vm):
     start_vm(vm, "idle")
     src_pid = pid_running("walm-src", vm)
     for bad in BAD_PARAMETERS:
-        proc, _ = migrate(vm, bad, check=False)
+        proc, _results = migrate(vm, bad, check=False)
         assert proc.returncode != 0, bad
         assert "refused before anything was started" in proc.stdout, (bad, proc.stdout[-2000:])
         # The block stopped at its first task: neither host was read, no destination prepared (the rescue's own
@@ -174,7 +175,7 @@ def _verify_guest_and_its_destination(vm, **incoming):
     a run that was then interrupted would have left it); returns walm_vm's result on walm-dst."""
     start_vm(vm, "verify", VERIFY)
     wait_until(lambda: len(_passes("walm-src", vm)) >= 3, 90, "verify passes on the source")
-    _, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
+    _ok, info = module("walm-src", "walm.qemu.walm_vm_info", {"name": vm, "state_dir": state_dir("walm-src")})
     src = info["vms"][0]
     args = {"name": vm, "state": "incoming", "definition": src["definition"], "state_dir": state_dir("walm-dst"),
             "listen_address": "10.77.0.2", "source_qemu_version": src["qemu_version_tuple"]}
@@ -186,7 +187,7 @@ def test_evacuation_rerun_finishes_a_migration_its_interrupted_run_completed(vm)
     """The state a controller killed right after walm_migrate leaves (source postmigrate, destination running):
     evacuate_host.yml finishes it (destination checked, stale copy stopped) instead of leaving the host unemptied."""
     dst = _verify_guest_and_its_destination(vm)
-    _, mig = module("walm-src", "walm.qemu.walm_migrate", {
+    _ok, mig = module("walm-src", "walm.qemu.walm_migrate", {
         "name": vm, "state_dir": state_dir("walm-src"), "destination_uri": dst["incoming_uri"],
         "capabilities": dst["capabilities"], "expected_definition_sha256": dst["definition_sha256"]})
     assert mig["status"] == "completed"
@@ -256,7 +257,7 @@ def test_evacuation_controller_killed_mid_migration_then_rerun_finishes(vm, tmp_
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    early, _ = evacuate({"walm_timeout_s": 120}, check=False)
+    early, _results = evacuate({"walm_timeout_s": 120}, check=False)
     # Never two: a guest in a slow post-copy may print nothing for a while, so "at most one" here, exactly one below.
     copies = running_copies(vm)
     assert len(copies) <= 1, (copies, early.stdout[-3000:])
@@ -266,5 +267,5 @@ def test_evacuation_controller_killed_mid_migration_then_rerun_finishes(vm, tmp_
     rerun, report = evacuate({"walm_timeout_s": 120}, check=False)
     assert rerun.returncode == 0, "early:\n%s\nrerun:\n%s" % (early.stdout[-3000:], rerun.stdout[-3000:])
     assert "had completed" in rerun.stdout + early.stdout, "early:\n%s\nrerun:\n%s" % (early.stdout[-3000:],
-                                                                                      rerun.stdout[-3000:])
+                                                                                       rerun.stdout[-3000:])
     assert_intact_on_destination(vm)

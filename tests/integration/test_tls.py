@@ -42,7 +42,7 @@ RANDOM_RAM_BYTES = 64 << 20
 
 def tls_script(*args):
     proc = subprocess.run([SCRIPT] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=60)
+                          universal_newlines=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -272,7 +272,7 @@ def playbook(inventory, book):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
     proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, book], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300,
-                          env=env)
+                          env=env, check=False)
     return proc.returncode, proc.stdout
 
 

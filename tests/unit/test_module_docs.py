@@ -52,7 +52,7 @@ def test_docs_parse_and_match_the_argument_spec(name, monkeypatch):
 
 def test_the_wait_action_takes_the_options_its_module_documents(monkeypatch):
     """walm_migration_wait runs as an action plugin: its argument spec is the documented one."""
-    _, seen = _argument_spec("walm_migration_wait", monkeypatch)
+    _validation, seen = _argument_spec("walm_migration_wait", monkeypatch)
     action = importlib.import_module("ansible_collections.walm.qemu.plugins.action.walm_migration_wait")
     assert action.ARGS == seen["argument_spec"]
 

@@ -33,6 +33,7 @@ wait_for() { # wait_for TENTHS PIDS... -> survivors in $left
         n=$((n - 1)); sleep 0.1
     done
 }
+# shellcheck disable=SC2086 # a list of PIDs, split into arguments on purpose
 wait_for $((timeout * 10)) $pids
 for p in $pids; do
     case " $left " in
@@ -41,5 +42,6 @@ for p in $pids; do
     esac
 done
 [ -n "$left" ] || exit 0
+# shellcheck disable=SC2086 # a list of PIDs, split into arguments on purpose
 wait_for 50 $left
 [ -z "$left" ] || { echo "still alive after SIGKILL:$left" >&2; exit 1; }
