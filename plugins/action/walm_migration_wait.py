@@ -52,10 +52,30 @@ def job_vm(job):
     if isinstance(item, dict):
         item = item.get("name") or item.get("vm")
     if not item:
-        raise AnsibleActionFail("walm_migration_wait: job %s names no VM: give each job a 'vm', or pass the "
-                                "registered results of a loop over VM names (or dicts with 'name')"
-                                % job.get("ansible_job_id"))
+        raise AnsibleActionFail("walm_migration_wait: job %s names no VM: give each job a 'vm' (or 'vms' for a "
+                                "walm_migrate_waves job), or pass the registered results of a loop over VM names (or "
+                                "dicts with 'name')" % job.get("ansible_job_id"))
     return item
+
+
+def job_vms(job):
+    """The VMs of one job: `vms` for a walm_migrate_waves job (several migrations), else the one of job_vm()."""
+    if job.get("vms") is not None:
+        if not isinstance(job["vms"], list) or not all(isinstance(v, str) and v for v in job["vms"]):
+            raise AnsibleActionFail("walm_migration_wait: a job's vms must be a list of VM names, got %r"
+                                    % (job["vms"],))
+        return list(job["vms"])
+    return [job_vm(job)]
+
+
+def results_of(job, vms, msg=None):
+    """Each VM's result from a finished job: a walm_migrate_waves job (vms given) carries them in `migrations`; a
+    VM it has no result for (the batch failed before it ran) gets the job's failure."""
+    if len(vms) == 1 and "migrations" not in job:
+        return {vms[0]: finished(job)}
+    per_vm = job.get("migrations") or {}
+    return dict((vm, per_vm.get(vm) or {"failed": True, "status": "failed", "msg": msg or job.get("msg") or (
+        "the batch returned no result for %s" % vm)}) for vm in vms)
 
 
 class ActionModule(ActionBase):
@@ -80,59 +100,76 @@ class ActionModule(ActionBase):
         except ValueError:
             return None  # written by an older walm_migrate, or torn: the next poll reads it again
 
+    def _show(self, state_dir, vms, host, started, shown, task_vars):
+        """Print a line for each of a job's migrations whose progress changed. A batch's VMs are read in the
+        order they run: reading stops at the first that has not started (its later waves have not either), and
+        one whose document says it has ended is not read again."""
+        for vm in vms:
+            if (shown.get(vm) or {}).get("status") in progress.ENDED:
+                continue
+            doc = self._progress(state_dir, vm, task_vars)
+            if not doc or doc.get("updated_at", 0) < started - 1:
+                if len(vms) > 1:
+                    break
+                continue
+            if progress.changed(shown.get(vm), doc):
+                shown[vm] = doc
+                display.display("[%s] %s" % (host, progress.line(doc)))
+
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         _, args = self.validate_argument_spec(argument_spec=ARGS)
         if args["poll_s"] <= 0 or args["timeout_s"] <= 0:
             raise AnsibleActionFail("walm_migration_wait: poll_s and timeout_s must be above 0 (got %s and %s)"
                                     % (args["poll_s"], args["timeout_s"]))
-        jobs = {}
+        jobs = {}  # job id: the VMs it migrates
         skipped = []
         results = {}
         for job in args["jobs"]:
-            vm = job_vm(job)
-            if vm in jobs or vm in results:
-                raise AnsibleActionFail("walm_migration_wait: VM %s has two jobs; one migration per VM" % vm)
+            vms = job_vms(job)
+            for vm in vms:
+                if vm in skipped or vm in results or any(vm in v for v in jobs.values()):
+                    raise AnsibleActionFail("walm_migration_wait: VM %s has two jobs; one migration per VM" % vm)
             if job.get("skipped"):
-                skipped.append(vm)  # never started (its destination was not prepared): nothing to wait for
+                skipped.extend(vms)  # never started (its destination was not prepared): nothing to wait for
             elif job.get("ansible_job_id"):
-                jobs[vm] = job["ansible_job_id"]
+                jobs[job["ansible_job_id"]] = vms
             else:
-                results[vm] = finished(job)  # ran without async: its result is already here
+                results.update(results_of(job, vms))  # ran without async: its results are already here
         host = task_vars.get("inventory_hostname", "")
         started = time.time()
         shown = {}
-        while any(vm not in results for vm in jobs):
+        while any(vm not in results for vms in jobs.values() for vm in vms):
             round_started = time.time()
-            for vm, jid in sorted(jobs.items()):
-                if vm in results:
+            for jid, vms in sorted(jobs.items()):
+                if all(vm in results for vm in vms):
                     continue
                 status = self._status(jid, task_vars)
                 if status.get("finished"):
-                    results[vm] = finished(status)
+                    done = results_of(status, vms)
+                    results.update(done)
                     self._status(jid, task_vars, mode="cleanup")
                     if args["show_progress"]:
-                        display.display("[%s] %s: %s" % (host, vm, results[vm].get("status") or (
-                            "failed" if results[vm].get("failed") else "finished")))
+                        for vm in vms:
+                            display.display("[%s] %s: %s" % (host, vm, done[vm].get("status") or (
+                                "failed" if done[vm].get("failed") else "finished")))
                     continue
                 if status.get("failed"):
-                    # async_status could not read the job (its file is gone): the migration's end is unknown here.
-                    results[vm] = {"failed": True, "status": "unknown",
-                                   "msg": "the migration job %s could not be followed: %s"
-                                          % (jid, status.get("msg", "no job file"))}
+                    # async_status could not read the job (its file is gone): the migrations' end is unknown here.
+                    results.update((vm, {"failed": True, "status": "unknown",
+                                         "msg": "the migration job %s could not be followed: %s"
+                                                % (jid, status.get("msg", "no job file"))}) for vm in vms)
                     continue
                 if args["show_progress"]:
-                    doc = self._progress(args["state_dir"], vm, task_vars)
-                    if doc and doc.get("updated_at", 0) >= started - 1 and progress.changed(shown.get(vm), doc):
-                        shown[vm] = doc
-                        display.display("[%s] %s" % (host, progress.line(doc)))
-            if all(vm in results for vm in jobs):
+                    self._show(args["state_dir"], vms, host, started, shown, task_vars)
+            if all(vm in results for vms in jobs.values() for vm in vms):
                 break
             if time.time() - started > args["timeout_s"]:
-                for vm in jobs:
-                    results.setdefault(vm, {"failed": True, "status": "unknown", "msg": (
-                        "still running after the wait's timeout_s=%d s (job %s); walm_migrate's own timeout_s ends "
-                        "it: read the VM with walm_vm_info" % (args["timeout_s"], jobs[vm]))})
+                for jid, vms in jobs.items():
+                    for vm in vms:
+                        results.setdefault(vm, {"failed": True, "status": "unknown", "msg": (
+                            "still running after the wait's timeout_s=%d s (job %s); walm_migrate's own timeout_s "
+                            "ends it: read the VM with walm_vm_info" % (args["timeout_s"], jid))})
                 break
             time.sleep(max(0.0, args["poll_s"] - (time.time() - round_started)))
         result.update(changed=False, migrations=results, not_started=skipped,

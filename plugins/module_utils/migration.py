@@ -581,31 +581,40 @@ class Migration(object):
         return result
 
 
-def migrate_vm(params, check_mode=False):
-    """walm_migrate: find the VM on this host and migrate it; returns the result dict.
-
-    The name and the whole request are checked before anything is read or touched on this host."""
+def build_migration(params, check_mode=False):
+    """The Migration a walm_migrate request describes, every parameter checked (WalmError naming the fix); pure:
+    nothing on this host is read or touched."""
     paths = HostPaths(params["state_dir"], params["name"])
     # Missing keys take Migration's defaults; a value given as 0 or null is checked as given, never replaced.
-    migration = Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
-                          max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
-                          downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
-                          poll_interval_ms=params["poll_interval_ms"],
-                          switch_after_passes=params.get("switch_after_passes", 2),
-                          on_timeout=params.get("on_timeout", "abort"),
-                          max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s", 0),
-                          capabilities=params.get("capabilities"), resume=params.get("resume", False),
-                          # In check mode the destination was only validated, so there is no URI to check yet.
-                          check_mode_without_destination=check_mode,
-                          allow_unsafe_uri=params.get("allow_unsafe_uri", False),
-                          tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"),
-                          resume_timeout_s=params.get("resume_timeout_s", 60),
-                          allow_postcopy=params.get("allow_postcopy", False), adapt=params.get("adapt", True),
-                          expect=params.get("expect"), adaptation_actions=params.get("adaptation_actions"),
-                          max_downtime_limit_ms=params.get("max_downtime_limit_ms"),
-                          downtime_headroom_pct=params.get("downtime_headroom_pct",
-                                                           adaptation.DOWNTIME_HEADROOM_PCT),
-                          progress_path=None if check_mode else paths.progress)
+    return Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
+                     max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
+                     downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
+                     poll_interval_ms=params["poll_interval_ms"],
+                     switch_after_passes=params.get("switch_after_passes", 2),
+                     on_timeout=params.get("on_timeout", "abort"),
+                     max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s", 0),
+                     capabilities=params.get("capabilities"), resume=params.get("resume", False),
+                     # In check mode the destination was only validated, so there is no URI to check yet.
+                     check_mode_without_destination=check_mode,
+                     allow_unsafe_uri=params.get("allow_unsafe_uri", False),
+                     tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"),
+                     resume_timeout_s=params.get("resume_timeout_s", 60),
+                     allow_postcopy=params.get("allow_postcopy", False), adapt=params.get("adapt", True),
+                     expect=params.get("expect"), adaptation_actions=params.get("adaptation_actions"),
+                     max_downtime_limit_ms=params.get("max_downtime_limit_ms"),
+                     downtime_headroom_pct=params.get("downtime_headroom_pct",
+                                                      adaptation.DOWNTIME_HEADROOM_PCT),
+                     progress_path=None if check_mode else paths.progress)
+
+
+def migrate_vm(params, check_mode=False, migration=None):
+    """walm_migrate: find the VM on this host and migrate it; returns the result dict.
+
+    The name and the whole request are checked before anything is read or touched on this host (build_migration;
+    a caller that checked several requests first passes the Migration it built)."""
+    paths = HostPaths(params["state_dir"], params["name"])
+    if migration is None:
+        migration = build_migration(params, check_mode)
     if not vmhost.running_pid(paths):
         known = vmhost.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"

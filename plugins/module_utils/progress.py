@@ -20,6 +20,8 @@ __metaclass__ = type
 MIB = 1024.0 * 1024.0
 # The longest a running migration's progress document goes without being rewritten.
 PROGRESS_EVERY_S = 1.0
+# QEMU's migration states after which a document is not rewritten any more.
+ENDED = ("completed", "failed", "cancelled")
 
 
 def document(vm, method, snap, postcopy_requested_ms=None, adaptations=(), now=None):

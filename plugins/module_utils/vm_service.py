@@ -26,8 +26,10 @@ RECOVER_QMP_TIMEOUT_S = 10
 
 
 class VMService(object):
-    def __init__(self, name, state_dir, check_mode=False, qemu_binary=vmhost.QEMU_BINARY):
+    def __init__(self, name, state_dir, check_mode=False, qemu_binary=vmhost.QEMU_BINARY, tap_lock=None):
         self.name = name
+        # Held while a destination's tap names are chosen and the taps made (walm_vms starts several at once).
+        self.tap_lock = tap_lock or _NoLock()
         self.paths = HostPaths(state_dir, name)
         self.check_mode = check_mode
         self.qemu_binary = qemu_binary
@@ -203,7 +205,11 @@ class VMService(object):
                                    definition_sha256=record.get("definition_sha256"))
             raise WalmError("VM '%s' already runs on this host (status %s): a destination must not have it; stop "
                             "it first if it is a leftover" % (self.name, status), status=status)
-        d = self._prepare(definition, for_incoming=True)
+        with self.tap_lock:
+            d = self._prepare(definition, for_incoming=True)
+            if not self.check_mode:
+                for nic in d["nics"]:
+                    vmhost.ensure_tap(nic)
         if self.check_mode:
             self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
             return self.result(incoming_uri=None, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
@@ -312,6 +318,16 @@ class VMService(object):
         if os.path.exists(self.paths.event_log) or os.path.exists(self.paths.events_socket):
             self._act("remove the event log %s" % self.paths.event_log, eventlog.remove, self.paths)
         return self.result()
+
+
+class _NoLock(object):
+    """The tap lock of a VMService that runs alone."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def tcp_uri(address, port):

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: walm_migration_wait
-short_description: Wait for migrations started as async walm_migrate tasks, printing their progress
+short_description: Wait for migrations started as async walm_migrate or walm_migrate_waves tasks, printing their progress
 version_added: "0.2.0"
 description:
   - Follows migrations that M(walm.qemu.walm_migrate) runs as async tasks (C(async) and C(poll=0)) on the task's
@@ -29,6 +29,9 @@ options:
       - The async jobs, as the registered C(results) of a loop of async walm_migrate tasks (each has
         C(ansible_job_id) and its loop item - a VM name, or a dict with C(name)), or dicts with C(vm) and
         C(ansible_job_id).
+      - A M(walm.qemu.walm_migrate_waves) job runs several migrations. Give it with C(vms), the names of its VMs in
+        the order they run (for example its registered result combined with a dict that sets C(vms)); each
+        VM's result is taken from the job's RV(walm.qemu.walm_migrate_waves#module:migrations).
       - A skipped item (no job) is listed in RV(not_started) and not waited for; an item that ran without C(async)
         (no C(ansible_job_id)) is a migration that has already ended, and its result is taken as it is.
     type: list

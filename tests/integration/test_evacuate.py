@@ -173,12 +173,14 @@ def test_evacuation_moves_every_vm_intact(evac_vms):
 def test_a_vm_that_cannot_move_stays_and_the_others_go(evac_vms):
     """Back to walm-src with the naive plan, two migrations at once: pre-copy of the heavy writer times out and is
     cancelled; it keeps running on walm-dst, the two others move, and the play fails naming it. The first wave
-    (ev-cpu beside ev-heavy) runs as async tasks, whose progress the play prints while they run."""
+    (ev-cpu beside ev-heavy) migrates side by side in the batch job, whose progress the play prints while it runs."""
     if not all(pid_running("walm-dst", vm) for vm in evac_vms):
         pytest.skip("needs the VMs on walm-dst (test_evacuation_moves_every_vm_intact)")
     before = wait_busy("walm-dst", evac_vms)
 
-    proc, report = evacuate({"walm_evacuate_policy": "naive", "walm_timeout_s": 8, "walm_concurrency": 2},
+    # walm_async_min_tmt_s 0: the batch runs as an async job followed by walm_migration_wait's progress lines.
+    proc, report = evacuate({"walm_evacuate_policy": "naive", "walm_timeout_s": 8, "walm_concurrency": 2,
+                             "walm_async_min_tmt_s": 0},
                             check=False, source="walm-dst", destinations=["walm-src"])
 
     assert proc.returncode != 0

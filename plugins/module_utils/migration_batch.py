@@ -1,0 +1,118 @@
+# -*- coding: utf-8 -*-
+# Copyright: WALM developers
+# Apache License 2.0 (see LICENSE)
+"""Several outgoing migrations from this host in one step (walm_migrate_waves): the plan's waves in turn, the
+migrations of one wave side by side.
+
+An evacuation of many small VMs spends more time in Ansible's per-task round trips than on the link when every VM's
+migration is a task of its own (an async task costs about 1.9 s to start on a loaded host, a plain one 0.5 s). Here
+one module run carries them all: every request is checked first (nothing starts when one is wrong), then each wave
+starts its migrations at once, each on its own thread with its own QMP connection, and the next wave starts when
+the last migration of this one has ended. A migration's result has the shape walm_migrate returns, with the times
+the wave and the migration started and ended; a migration that fails is its own result, never the others'.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import threading
+import time
+
+from .errors import WalmError
+from .migration import build_migration, migrate_vm
+
+__metaclass__ = type
+
+# Per-migration keys; any other key of walm_migrate's is shared by the whole batch.
+PER_MIGRATION = ("name", "destination_uri", "method", "switch_after_passes", "on_timeout", "capabilities",
+                 "expected_definition_sha256", "tls_dir", "tls_hostname", "allow_postcopy", "adapt", "expect")
+
+
+def requests(shared, migrations, waves=None):
+    """The batch as waves of walm_migrate parameter dicts: each migration's own keys over the shared ones (a key
+    left out or null takes the shared value). `waves` lists the names of each wave, every migration once; None runs
+    them one at a time in the given order. Raises WalmError naming the fix for a duplicate name, a wave that names
+    an unknown VM or leaves one out, or an empty batch."""
+    if not migrations:
+        raise WalmError("migrations is empty: give at least one migration (name and destination_uri)")
+    by_name = {}
+    for m in migrations:
+        name = (m or {}).get("name")
+        if not name:
+            raise WalmError("every migration needs a name (the VM to migrate); got %r" % (m,))
+        if name in by_name:
+            raise WalmError("VM %s is in migrations twice: one migration per VM" % name)
+        params = dict(shared)
+        params.update((k, v) for k, v in m.items() if k in PER_MIGRATION and v is not None)
+        by_name[name] = params
+    if waves is None:
+        waves = [[m["name"]] for m in migrations]
+    seen = []
+    for wave in waves:
+        if not wave:
+            raise WalmError("waves holds an empty wave: every wave names at least one VM")
+        for name in wave:
+            if name not in by_name:
+                raise WalmError("waves names %s, which is not in migrations (%s)" % (name, ", ".join(by_name)))
+            if name in seen:
+                raise WalmError("waves names %s twice: each VM migrates once" % name)
+            seen.append(name)
+    left_out = [n for n in by_name if n not in seen]
+    if left_out:
+        raise WalmError("waves leave out %s: name every migration in one wave" % ", ".join(left_out))
+    return [[by_name[n] for n in wave] for wave in waves]
+
+
+def failure(params, exc, status="failed"):
+    """The result of a migration that could not run (or raised): walm_migrate's failure keys, VM left as it was."""
+    return {"vm": params["name"], "status": status, "failed": True, "changed": False, "error": str(exc),
+            "msg": "VM '%s': %s" % (params["name"], exc), "method": params.get("method"),
+            "source_status": getattr(exc, "details", {}).get("status")}
+
+
+def _one(params, migration, check_mode, out):
+    started = time.time()
+    try:
+        result = migrate_vm(params, check_mode=check_mode, migration=migration)
+        result.setdefault("failed", result.get("status") not in ("completed", "would-migrate"))
+        if result["failed"] and "msg" not in result:
+            result["msg"] = "VM '%s': %s; the VM is %s on the source" % (
+                params["name"], result.get("error"), result.get("source_status"))
+    except WalmError as exc:
+        result = failure(params, exc)
+    except Exception as exc:  # pylint: disable=broad-except  # one migration's crash is its result, not the batch's
+        result = failure(params, "unexpected error: %r" % (exc,))
+    result["migration_started_at"] = started
+    result["migration_finished_at"] = time.time()
+    out[params["name"]] = result
+
+
+def run(waves, check_mode=False, on_wave=None):
+    """Run the waves (from requests()) in turn, the migrations of a wave side by side; returns {VM: result}.
+
+    Every request is turned into a Migration (all its parameters checked) before the first migration starts, so a
+    wrong one fails the batch with nothing touched. on_wave(index, names) is called as each wave starts."""
+    built = [[(p, build_migration(p, check_mode)) for p in wave] for wave in waves]
+    results = {}
+    for index, wave in enumerate(built):
+        wave_started = time.time()
+        if on_wave:
+            on_wave(index, [p["name"] for p, _m in wave])
+        threads = [threading.Thread(target=_one, args=(p, m, check_mode, results), name="walm-" + p["name"])
+                   for p, m in wave]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for p, _m in wave:
+            results[p["name"]].update(wave=index + 1, wave_started_at=wave_started)
+    return results
+
+
+def summary(results):
+    """completed and not_completed VM names (in the order they ran), and the message for the task."""
+    done = [n for n, r in results.items() if r.get("status") in ("completed", "would-migrate")]
+    not_done = [n for n in results if n not in done]
+    msg = "%d of %d migrations completed" % (len(done), len(results))
+    if not_done:
+        msg += "; not completed: %s" % ", ".join("%s (%s)" % (n, results[n].get("status")) for n in not_done)
+    return done, not_done, msg
