@@ -1133,7 +1133,7 @@ def main(argv=None):
     ap.add_argument("--no-setup", action="store_true", help="the lab is already up: do not run lab_setup.yml")
     ap.add_argument("--memory-mib", type=int, default=512, help="guest RAM (default 512)")
     ap.add_argument("--link-rate", default="1gbit",
-                    help="tbf rate of the lab link, passed to lab_setup.yml as walm_lab_link_rate (default 1gbit)")
+                    help="tbf rate of the lab link, passed to lab_setup.yml as lab_link_rate (default 1gbit)")
     ap.add_argument("--link-mib-s", type=float,
                     help="link bandwidth given to walm_decide (default: %.0f MiB/s per gbit of --link-rate, as "
                          "measured in the lab)" % LINK_MIB_S)
@@ -1162,7 +1162,7 @@ def main(argv=None):
     if not a.no_setup:
         import lab
         t0 = time.time()
-        lab.lab_setup({"walm_lab_link_rate": a.link_rate})
+        lab.lab_setup({"lab_link_rate": a.link_rate})
         print("lab set up (link %s) in %.0f s" % (a.link_rate, time.time() - t0), flush=True)
     seen = lab_link_rate()
     if seen and link_mib_s_of(seen) and abs(link_mib_s_of(seen) - (link_mib_s_of(a.link_rate) or 0)) > 1:

@@ -1,7 +1,7 @@
 """The roles on the real lab, over SSH: walm.qemu.nfs_shared_storage in userspace mode (the lab's nfs-ganesha on
 walm-dst, QEMU's nfs:// driver on both hosts) and walm.qemu.incoming_destination.
 
-- Both hosts reach the export with nfs-ls, and learn it as walm_disk_url_base; a second run changes nothing.
+- Both hosts reach the export with nfs-ls, and learn it as nfs_shared_storage_disk_url_base; a second run changes nothing.
 - A sparse qcow2 made on the export from walm-src (qemu-img over nfs://) is refused; with the fix it is replaced by a
   preallocated copy whose data reads back intact, once; an image a running QEMU uses is never replaced.
 - incoming_destination starts the destination QEMU on walm-dst from the record of a VM running on walm-src: check
@@ -86,7 +86,7 @@ STORAGE_PLAY = """\
         nfs_shared_storage_fix_sparse: "{{ fix | default(false) }}"
     - name: Report
       ansible.builtin.debug:
-        msg: "REPORT {{ {'host': inventory_hostname, 'base': walm_disk_url_base,
+        msg: "REPORT {{ {'host': inventory_hostname, 'base': nfs_shared_storage_disk_url_base,
                          'images': nfs_shared_storage_image_report,
                          'fixed': nfs_shared_storage_fixed_images} | to_json }}"
 """

@@ -124,7 +124,7 @@ def test_playbooks_using_the_roles_pass_syntax_check(tmp_path):
                 name: walm.qemu.nfs_shared_storage
                 tasks_from: check_images
               vars:
-                nfs_shared_storage_images: ["{{ walm_disk_url_base }}/vm1.qcow2"]
+                nfs_shared_storage_images: ["{{ nfs_shared_storage_disk_url_base }}/vm1.qcow2"]
         - name: Destination
           hosts: hv2
           gather_facts: false
@@ -207,10 +207,10 @@ def test_exports_template_lists_exactly_the_named_clients(tmp_path):
 @pytest.mark.parametrize("extra, nfs_address, clients", [
     # The role's defaults: the two hypervisors, never the 10.77.0.0/24 the guests take addresses in.
     ({}, "10.77.0.2", ["10.77.0.1", "10.77.0.2"]),
-    # Other addresses and NFS host: the client list follows walm_lab_hosts.
-    ({"walm_lab_hosts": [{"name": "hv-a", "address": "192.168.50.7", "mac": "02:00:00:00:00:07"},
-                         {"name": "hv-b", "address": "192.168.50.9", "mac": "02:00:00:00:00:09"}],
-      "walm_lab_subnet": "192.168.50.0/24", "walm_lab_nfs_host": "hv-a"},
+    # Other addresses and NFS host: the client list follows lab_hosts.
+    ({"lab_hosts": [{"name": "hv-a", "address": "192.168.50.7", "mac": "02:00:00:00:00:07"},
+                    {"name": "hv-b", "address": "192.168.50.9", "mac": "02:00:00:00:00:09"}],
+      "lab_subnet": "192.168.50.0/24", "lab_nfs_host": "hv-a"},
      "192.168.50.7", ["192.168.50.7", "192.168.50.9"]),
 ])
 def test_lab_nfs_is_limited_to_the_hypervisors(tmp_path, extra, nfs_address, clients):
@@ -228,7 +228,7 @@ def test_lab_nfs_is_limited_to_the_hypervisors(tmp_path, extra, nfs_address, cli
                 mode: "0644"
               vars: %(extra)s
             - ansible.builtin.copy:
-                content: "{{ __walm_lab_rpcbind_listen | to_json }}"
+                content: "{{ __lab_rpcbind_listen | to_json }}"
                 dest: %(listen)s
                 mode: "0644"
               vars: %(extra)s
@@ -275,7 +275,7 @@ def test_kernel_mode_in_check_mode_installs_writes_and_mounts_nothing(tmp_path):
           post_tasks:
             - name: Report
               ansible.builtin.debug:
-                msg: "BASE {{ inventory_hostname }} {{ walm_disk_url_base }}"
+                msg: "BASE {{ inventory_hostname }} {{ nfs_shared_storage_disk_url_base }}"
         """ % {"base": base})
     before = _system_state()
     rc, out = playbook(inv, book, "--check", "--diff")
@@ -326,7 +326,7 @@ def userspace_play(tmp_path, nfs, images=None, fix=False, url=None, extra_tasks=
                 nfs_shared_storage_fix_sparse: %(fix)s
             - name: Report
               ansible.builtin.debug:
-                msg: "REPORT {{ {'base': walm_disk_url_base, 'images': nfs_shared_storage_image_report,
+                msg: "REPORT {{ {'base': nfs_shared_storage_disk_url_base, 'images': nfs_shared_storage_image_report,
                                  'fixed': nfs_shared_storage_fixed_images} | to_json }}"
         """ % {"vars": json.dumps(vars_), "images": json.dumps(images or []), "fix": json.dumps(fix)})
     rc, out = playbook(inv, book, argv_prefix=nfs.netns_argv([]))
