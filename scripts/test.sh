@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The tests: unit tests, then integration tests on the real lab (real QEMU, real migrations, SSH, NFS).
+# The tests: the static checks (ansible-test sanity, ansible-lint --profile production), then unit tests, then
+# integration tests on the real lab (real QEMU, real migrations, SSH, NFS).
 # Installs everything it needs first. Root, Debian 12/13. Extra arguments go to pytest.
+# WALM_STATIC_CHECKS=0 skips the static checks (for example to rerun one test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+if [ "${WALM_STATIC_CHECKS:-1}" != 0 ]; then
+    # Both gate the collection as Galaxy reviewers check it: 0 errors, 0 findings (docs/sanity.md).
+    bash scripts/sanity.sh
+    .venv/bin/ansible-lint
+fi
 exec .venv/bin/python -m pytest -v -rs "$@" tests
