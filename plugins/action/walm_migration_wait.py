@@ -118,7 +118,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGS)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGS)
         if args["poll_s"] <= 0 or args["timeout_s"] <= 0:
             raise AnsibleActionFail("walm_migration_wait: poll_s and timeout_s must be above 0 (got %s and %s)"
                                     % (args["poll_s"], args["timeout_s"]))
