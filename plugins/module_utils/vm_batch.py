@@ -61,9 +61,8 @@ def _one(state, p, check_mode, tap_lock, out):
                 result = service.stopped()
         result["failed"] = False
     except WalmError as exc:
-        result = {"failed": True, "msg": "VM '%s': %s" % (p["name"], exc), "changed": bool(service and
-                                                                                            service.changed),
-                  "actions": service.actions if service else []}
+        result = {"failed": True, "msg": "VM '%s': %s" % (p["name"], exc),
+                  "changed": bool(service and service.changed), "actions": service.actions if service else []}
         result.update(exc.details)
     except Exception as exc:  # pylint: disable=broad-except  # one VM's crash is its result, not the batch's
         result = {"failed": True, "changed": bool(service and service.changed),

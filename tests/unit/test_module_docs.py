@@ -50,10 +50,11 @@ def test_docs_parse_and_match_the_argument_spec(name, monkeypatch):
     assert bool(seen.get("supports_check_mode")) == (doc["attributes"]["check_mode"]["support"] != "none")
 
 
-def test_the_wait_action_takes_the_options_its_module_documents(monkeypatch):
-    """walm_migration_wait runs as an action plugin: its argument spec is the documented one."""
-    _validation, seen = _argument_spec("walm_migration_wait", monkeypatch)
-    action = importlib.import_module("ansible_collections.walm.qemu.plugins.action.walm_migration_wait")
+@pytest.mark.parametrize("name", ["walm_migration_wait", "walm_results_file"])
+def test_an_action_takes_the_options_its_module_documents(name, monkeypatch):
+    """An action plugin's argument spec is the one its docs module documents."""
+    _validation, seen = _argument_spec(name, monkeypatch)
+    action = importlib.import_module("ansible_collections.walm.qemu.plugins.action." + name)
     assert action.ARGS == seen["argument_spec"]
 
 

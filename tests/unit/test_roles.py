@@ -580,7 +580,7 @@ def _one(migration, resumed_at=None, action="migrate", adaptation=None):
 
 
 def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effect(tmp_path):
-    task = task_named(("playbooks", "tasks", "migrate_one.yml"), ": migrated")
+    task = task_named(("playbooks", "tasks", "migrate_one.yml"), "Migrated: {{ walm_one_vm }}")
     got = run_task_per_host(tmp_path, task, {
         # The guest-visible downtime (the destination's RESUME less the source's STOP) decides.
         "within": _one(_migration(), resumed_at=1000.25),
@@ -617,7 +617,7 @@ def _evac(result, message="", position=1):
 
 
 def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_limit(tmp_path):
-    task = task_named(("playbooks", "tasks", "record_one.yml"), "walm_one_result.status | default('failed') }}")
+    task = task_named(("playbooks", "tasks", "record_one.yml"), "walm_one_result.status | default('failed')) }}")
     task["register"] = "_line"
     aborted = ("Migration of vm1 from hv1 to hv2 failed: pre-copy would not converge: pass 1 shrank the remainder "
                "only to 98 %; cancelled. The VM keeps running on hv1.")
