@@ -68,13 +68,13 @@ def job_vms(job):
     return [job_vm(job)]
 
 
-def results_of(job, vms, msg=None):
+def results_of(job, vms):
     """Each VM's result from a finished job: a walm_migrate_waves job (vms given) carries them in `migrations`; a
     VM it has no result for (the batch failed before it ran) gets the job's failure."""
     if len(vms) == 1 and "migrations" not in job:
         return {vms[0]: finished(job)}
     per_vm = job.get("migrations") or {}
-    return dict((vm, per_vm.get(vm) or {"failed": True, "status": "failed", "msg": msg or job.get("msg") or (
+    return dict((vm, per_vm.get(vm) or {"failed": True, "status": "failed", "msg": job.get("msg") or (
         "the batch returned no result for %s" % vm)}) for vm in vms)
 
 

@@ -581,6 +581,34 @@ class Migration(object):
         return result
 
 
+# walm_migrate's options that a batch of migrations (walm_migrate_waves) shares: one declaration of each default.
+SHARED_OPTIONS = dict(
+    state_dir=dict(type="path", default="/run/walm"),
+    method=dict(type="str", default="precopy", choices=list(METHODS)),
+    switch_after_passes=dict(type="int", default=2, no_log=False),
+    on_timeout=dict(type="str", default="abort", choices=list(ON_TIMEOUT)),
+    allow_postcopy=dict(type="bool", default=False),
+    adapt=dict(type="bool", default=True),
+    allow_unsafe_uri=dict(type="bool", default=False),
+    max_bandwidth_mib_s=dict(type="float", default=0),
+    max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
+    downtime_limit_ms=dict(type="int", default=300),
+    downtime_headroom_pct=dict(type="float", default=adaptation.DOWNTIME_HEADROOM_PCT),
+    adaptation_actions=dict(type="list", elements="str", default=list(adaptation.DEFAULT_ACTIONS),
+                            choices=list(adaptation.ACTIONS)),
+    max_downtime_limit_ms=dict(type="int"),
+    timeout_s=dict(type="float", default=600),
+    poll_interval_ms=dict(type="int", default=100),
+)
+# The statuses of a migration that went as asked (in check mode: would go); any other fails walm_migrate's task.
+SUCCEEDED = ("completed", "would-migrate", "would-resume")
+
+
+def failure_message(name, result):
+    """What walm_migrate says when a migration did not succeed: the error and where the VM is."""
+    return "VM '%s': %s; the VM is %s on the source" % (name, result.get("error"), result.get("source_status"))
+
+
 def build_migration(params, check_mode=False):
     """The Migration a walm_migrate request describes, every parameter checked (WalmError naming the fix); pure:
     nothing on this host is read or touched."""

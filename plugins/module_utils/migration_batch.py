@@ -14,11 +14,11 @@ the wave and the migration started and ended; a migration that fails is its own 
 
 from __future__ import absolute_import, division, print_function
 
-import threading
 import time
 
+from .batch import requests as batch_requests, side_by_side
 from .errors import WalmError
-from .migration import build_migration, migrate_vm
+from .migration import SUCCEEDED, build_migration, failure_message, migrate_vm
 
 __metaclass__ = type
 
@@ -32,20 +32,11 @@ def requests(shared, migrations, waves=None):
     left out or null takes the shared value). `waves` lists the names of each wave, every migration once; None runs
     them one at a time in the given order. Raises WalmError naming the fix for a duplicate name, a wave that names
     an unknown VM or leaves one out, or an empty batch."""
-    if not migrations:
-        raise WalmError("migrations is empty: give at least one migration (name and destination_uri)")
-    by_name = {}
-    for m in migrations:
-        name = (m or {}).get("name")
-        if not name:
-            raise WalmError("every migration needs a name (the VM to migrate); got %r" % (m,))
-        if name in by_name:
-            raise WalmError("VM %s is in migrations twice: one migration per VM" % name)
-        params = dict(shared)
-        params.update((k, v) for k, v in m.items() if k in PER_MIGRATION and v is not None)
-        by_name[name] = params
+    by_name = dict((p["name"], p) for p in batch_requests(
+        shared, migrations, PER_MIGRATION, "migrations", "migration",
+        "give at least one migration (name and destination_uri)"))
     if waves is None:
-        waves = [[m["name"]] for m in migrations]
+        waves = [[name] for name in by_name]
     seen = []
     for wave in waves:
         if not wave:
@@ -62,9 +53,9 @@ def requests(shared, migrations, waves=None):
     return [[by_name[n] for n in wave] for wave in waves]
 
 
-def failure(params, exc, status="failed"):
+def failure(params, exc):
     """The result of a migration that could not run (or raised): walm_migrate's failure keys, VM left as it was."""
-    return {"vm": params["name"], "status": status, "failed": True, "changed": False, "error": str(exc),
+    return {"vm": params["name"], "status": "failed", "failed": True, "changed": False, "error": str(exc),
             "msg": "VM '%s': %s" % (params["name"], exc), "method": params.get("method"),
             "source_status": getattr(exc, "details", {}).get("status")}
 
@@ -73,10 +64,9 @@ def _one(params, migration, check_mode, out):
     started = time.time()
     try:
         result = migrate_vm(params, check_mode=check_mode, migration=migration)
-        result.setdefault("failed", result.get("status") not in ("completed", "would-migrate"))
+        result.setdefault("failed", result.get("status") not in SUCCEEDED)
         if result["failed"] and "msg" not in result:
-            result["msg"] = "VM '%s': %s; the VM is %s on the source" % (
-                params["name"], result.get("error"), result.get("source_status"))
+            result["msg"] = failure_message(params["name"], result)
     except WalmError as exc:
         result = failure(params, exc)
     except Exception as exc:  # pylint: disable=broad-except  # one migration's crash is its result, not the batch's
@@ -86,23 +76,17 @@ def _one(params, migration, check_mode, out):
     out[params["name"]] = result
 
 
-def run(waves, check_mode=False, on_wave=None):
+def run(waves, check_mode=False):
     """Run the waves (from requests()) in turn, the migrations of a wave side by side; returns {VM: result}.
 
     Every request is turned into a Migration (all its parameters checked) before the first migration starts, so a
-    wrong one fails the batch with nothing touched. on_wave(index, names) is called as each wave starts."""
+    wrong one fails the batch with nothing touched."""
     built = [[(p, build_migration(p, check_mode)) for p in wave] for wave in waves]
     results = {}
     for index, wave in enumerate(built):
         wave_started = time.time()
-        if on_wave:
-            on_wave(index, [p["name"] for p, _m in wave])
-        threads = [threading.Thread(target=_one, args=(p, m, check_mode, results), name="walm-" + p["name"])
-                   for p, m in wave]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        migrations = dict((p["name"], m) for p, m in wave)
+        side_by_side(lambda p: _one(p, migrations[p["name"]], check_mode, results), [p for p, _m in wave])
         for p, _m in wave:
             results[p["name"]].update(wave=index + 1, wave_started_at=wave_started)
     return results
@@ -110,7 +94,7 @@ def run(waves, check_mode=False, on_wave=None):
 
 def summary(results):
     """completed and not_completed VM names (in the order they ran), and the message for the task."""
-    done = [n for n, r in results.items() if r.get("status") in ("completed", "would-migrate")]
+    done = [n for n, r in results.items() if r.get("status") in SUCCEEDED]
     not_done = [n for n in results if n not in done]
     msg = "%d of %d migrations completed" % (len(done), len(results))
     if not_done:

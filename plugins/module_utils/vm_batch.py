@@ -14,9 +14,10 @@ from __future__ import absolute_import, division, print_function
 
 import threading
 
-from . import vmhost, vmlock
+from . import vmhost
+from .batch import requests as batch_requests, side_by_side
 from .errors import WalmError
-from .vm_service import VMService
+from .vm_service import VMService, apply
 
 __metaclass__ = type
 
@@ -27,22 +28,11 @@ PER_VM = ("name", "definition", "migration_method", "on_timeout", "allow_postcop
 def requests(state, shared, vms):
     """The per-VM requests: each VM's own keys over the shared ones. A VM named twice, a nameless one or (state
     incoming) one without a definition is refused, naming the fix, before anything is touched."""
-    if not vms:
-        raise WalmError("vms is empty: name at least one VM")
-    out, seen = [], set()
-    for vm in vms:
-        vm = {"name": vm} if isinstance(vm, str) else dict(vm or {})
-        if not vm.get("name"):
-            raise WalmError("every entry of vms needs a name; got %r" % (vm,))
-        if vm["name"] in seen:
-            raise WalmError("VM %s is in vms twice: one entry per VM" % vm["name"])
-        seen.add(vm["name"])
-        if state == "incoming" and not vm.get("definition"):
+    out = batch_requests(shared, vms, PER_VM, "vms", "entry of vms", "name at least one VM")
+    for p in out:
+        if state == "incoming" and not p.get("definition"):
             raise WalmError("VM %s: state incoming needs its definition (the source's record, walm_vm_info)"
-                            % vm["name"])
-        params = dict(shared)
-        params.update((k, v) for k, v in vm.items() if k in PER_VM and v is not None)
-        out.append(params)
+                            % p["name"])
     return out
 
 
@@ -51,14 +41,7 @@ def _one(state, p, check_mode, tap_lock, out):
     try:
         service = VMService(p["name"], p["state_dir"], check_mode=check_mode, qemu_binary=p["qemu_binary"],
                             tap_lock=tap_lock)
-        with vmlock.hold(p["state_dir"], p["name"], "walm_vms state=%s" % state, wait_s=p["lock_wait_s"]):
-            if state == "incoming":
-                result = service.incoming(p["definition"], p["listen_address"], p.get("listen_port") or 0,
-                                          p.get("migration_method") or "precopy", p.get("on_timeout") or "abort",
-                                          p.get("source_qemu_version"), p.get("tls_dir"),
-                                          p.get("tls_allowed_clients"), bool(p.get("allow_postcopy")))
-            else:
-                result = service.stopped()
+        result = apply(service, dict(p, state=state), who="walm_vms")
         result["failed"] = False
     except WalmError as exc:
         result = {"failed": True, "msg": "VM '%s': %s" % (p["name"], exc),
@@ -76,10 +59,5 @@ def run(state, requests_, check_mode=False):
     tap_lock = threading.Lock()
     if state == "incoming" and not check_mode and requests_:
         vmhost.ensure_state_dir(requests_[0]["state_dir"])  # once, before the threads would race to make it
-    threads = [threading.Thread(target=_one, args=(state, p, check_mode, tap_lock, results),
-                                name="walm-" + p["name"]) for p in requests_]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    side_by_side(lambda p: _one(state, p, check_mode, tap_lock, results), requests_)
     return dict((p["name"], results[p["name"]]) for p in requests_)

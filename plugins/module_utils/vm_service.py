@@ -14,7 +14,7 @@ import time
 
 from . import discovery, eventlog, migration_tls, nicnames, vmhost, vmlock
 from .errors import WalmError
-from .migration import capabilities_for, set_capabilities
+from .migration import METHODS, ON_TIMEOUT, capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
 from .vmdef import HostPaths, fingerprint, normalize
 
@@ -134,12 +134,12 @@ class VMService(object):
         record.update(extra)
         vmhost.write_record(self.paths, record)
 
-    def _start(self, d, incoming):
+    def _make_room(self, d):
+        """The state directory and the definition's taps (on their bridges), before its QEMU starts."""
         if vmhost.ensure_state_dir(self.paths.state_dir):
             self.actions.append("create state dir %s" % self.paths.state_dir)
         for nic in d["nics"]:
             vmhost.ensure_tap(nic)
-        return vmhost.start_qemu(d, self.paths, incoming=incoming, binary=self.qemu_binary)
 
     # -- states -----------------------------------------------------------------------------------------------
 
@@ -170,7 +170,8 @@ class VMService(object):
             return self.result()
         self.actions.append("start VM %s" % self.name)
         self.changed = True
-        pid, argv = self._start(d, incoming=False)
+        self._make_room(d)
+        pid, argv = vmhost.start_qemu(d, self.paths, incoming=False, binary=self.qemu_binary)
         self._record(d, argv, "source")
         status = vmhost.qmp_status(self.name, self.paths)
         if status != "running":
@@ -205,17 +206,17 @@ class VMService(object):
                                    definition_sha256=record.get("definition_sha256"))
             raise WalmError("VM '%s' already runs on this host (status %s): a destination must not have it; stop "
                             "it first if it is a leftover" % (self.name, status), status=status)
+        # The tap names are chosen and the taps made under the host's tap lock, so that a VM started beside this
+        # one (walm_vms) cannot choose the same free name; QEMU itself starts outside it.
         with self.tap_lock:
             d = self._prepare(definition, for_incoming=True)
-            if not self.check_mode:
-                for nic in d["nics"]:
-                    vmhost.ensure_tap(nic)
-        if self.check_mode:
-            self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
-            return self.result(incoming_uri=None, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
-        self.actions.append("start VM %s in incoming mode" % self.name)
-        self.changed = True
-        pid, argv = self._start(d, incoming=True)
+            if self.check_mode:
+                self._act("start VM %s in incoming mode listening on %s" % (self.name, listen_address))
+                return self.result(incoming_uri=None, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
+            self.actions.append("start VM %s in incoming mode" % self.name)
+            self.changed = True
+            self._make_room(d)
+        pid, argv = vmhost.start_qemu(d, self.paths, incoming=True, binary=self.qemu_binary)
         try:
             events_note = eventlog.start(self.paths)
             with QMP(self.name, self.paths.qmp_socket) as qmp:
@@ -318,6 +319,39 @@ class VMService(object):
         if os.path.exists(self.paths.event_log) or os.path.exists(self.paths.events_socket):
             self._act("remove the event log %s" % self.paths.event_log, eventlog.remove, self.paths)
         return self.result()
+
+
+# The options of walm_vm that walm_vms shares (one declaration of each default): where the VMs' files are, how a
+# destination listens and what it is prepared for, the lock and the QEMU binary.
+HOST_OPTIONS = dict(
+    state_dir=dict(type="path", default="/run/walm"),
+    listen_address=dict(type="str"),
+    listen_port=dict(type="int", default=0),
+    migration_method=dict(type="str", default="precopy", choices=list(METHODS)),
+    on_timeout=dict(type="str", default="abort", choices=list(ON_TIMEOUT)),
+    allow_postcopy=dict(type="bool", default=False),
+    source_qemu_version=dict(type="list", elements="int"),
+    tls_dir=dict(type="path"),
+    tls_allowed_clients=dict(type="list", elements="str"),
+    lock_wait_s=dict(type="float", default=30),
+    qemu_binary=dict(type="str", default=vmhost.QEMU_BINARY),
+)
+
+
+def apply(service, p, who="walm_vm"):
+    """Bring service's VM to p["state"] (started, incoming, recover or stopped) with walm_vm's parameters p, holding
+    the VM's lock (vmlock: one change to a VM at a time on this host; a migration holds the same lock)."""
+    with vmlock.hold(service.paths.state_dir, service.name, "%s state=%s" % (who, p["state"]),
+                     wait_s=p["lock_wait_s"]):
+        if p["state"] == "started":
+            return service.started(p["definition"], p["wait_running_s"], p["force_resume"])
+        if p["state"] == "incoming":
+            return service.incoming(p["definition"], p["listen_address"], p["listen_port"],
+                                    p["migration_method"], p["on_timeout"], p["source_qemu_version"],
+                                    p["tls_dir"], p["tls_allowed_clients"], p["allow_postcopy"])
+        if p["state"] == "recover":
+            return service.recover(p["listen_address"], p["listen_port"])
+        return service.stopped()
 
 
 class _NoLock(object):

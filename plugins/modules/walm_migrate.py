@@ -400,52 +400,36 @@ downtime_within_limit:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.migration import (
+    SHARED_OPTIONS, SUCCEEDED, failure_message, migrate_vm)
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            SHARED_OPTIONS,
             name=dict(type="str", required=True),
-            state_dir=dict(type="path", default="/run/walm"),
             destination_uri=dict(type="str"),
-            allow_unsafe_uri=dict(type="bool", default=False),
-            method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
-            switch_after_passes=dict(type="int", default=2, no_log=False),
-            on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
-            max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
             capabilities=dict(type="dict"),
             resume=dict(type="bool", default=False),
             resume_timeout_s=dict(type="float", default=60),
             tls_dir=dict(type="path"),
             tls_hostname=dict(type="str"),
             expected_definition_sha256=dict(type="str"),
-            max_bandwidth_mib_s=dict(type="float", default=0),
-            downtime_limit_ms=dict(type="int", default=300),
-            timeout_s=dict(type="float", default=600),
-            poll_interval_ms=dict(type="int", default=100),
-            downtime_headroom_pct=dict(type="float", default=20),
-            allow_postcopy=dict(type="bool", default=False),
-            adapt=dict(type="bool", default=True),
             expect=dict(type="dict"),
-            adaptation_actions=dict(type="list", elements="str", default=["postcopy", "downtime", "throttle", "abort"],
-                                    choices=["postcopy", "downtime", "throttle", "abort"]),
-            max_downtime_limit_ms=dict(type="int"),
         ),
         supports_check_mode=True,
     )
     if not HAS_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
 
-    from ansible_collections.walm.qemu.plugins.module_utils.migration import migrate_vm
-
     try:
         result = migrate_vm(module.params, check_mode=module.check_mode)
     except WalmError as exc:
         module.fail_json(msg=str(exc), **exc.details)
-    if result["status"] not in ("completed", "would-migrate", "would-resume"):
-        module.fail_json(msg="VM '%s': %s; the VM is %s on the source" % (
-            module.params["name"], result["error"], result["source_status"]), **result)
+    if result["status"] not in SUCCEEDED:
+        module.fail_json(msg=failure_message(module.params["name"], result), **result)
     module.exit_json(**result)
 
 

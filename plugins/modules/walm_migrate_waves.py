@@ -219,25 +219,22 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.walm.qemu.plugins.module_utils import adaptation, migration, migration_batch
+from ansible_collections.walm.qemu.plugins.module_utils import migration_batch
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.migration import METHODS, ON_TIMEOUT, SHARED_OPTIONS
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
-
-# The choices are the engine's own lists (one definition of each).
-METHODS = list(migration.METHODS)
-ON_TIMEOUT = list(migration.ON_TIMEOUT)
-ACTIONS = list(adaptation.DEFAULT_ACTIONS)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            SHARED_OPTIONS,
             migrations=dict(type="list", elements="dict", required=True, options=dict(
                 name=dict(type="str", required=True),
                 destination_uri=dict(type="str"),
-                method=dict(type="str", choices=METHODS),
+                method=dict(type="str", choices=list(METHODS)),
                 switch_after_passes=dict(type="int", no_log=False),
-                on_timeout=dict(type="str", choices=ON_TIMEOUT),
+                on_timeout=dict(type="str", choices=list(ON_TIMEOUT)),
                 capabilities=dict(type="dict"),
                 expected_definition_sha256=dict(type="str"),
                 tls_dir=dict(type="path"),
@@ -247,21 +244,6 @@ def main():
                 expect=dict(type="dict"),
             )),
             waves=dict(type="list", elements="list"),
-            state_dir=dict(type="path", default="/run/walm"),
-            method=dict(type="str", default="precopy", choices=METHODS),
-            switch_after_passes=dict(type="int", default=2, no_log=False),
-            on_timeout=dict(type="str", default="abort", choices=ON_TIMEOUT),
-            allow_postcopy=dict(type="bool", default=False),
-            adapt=dict(type="bool", default=True),
-            allow_unsafe_uri=dict(type="bool", default=False),
-            max_bandwidth_mib_s=dict(type="float", default=0),
-            max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
-            downtime_limit_ms=dict(type="int", default=300),
-            downtime_headroom_pct=dict(type="float", default=20),
-            adaptation_actions=dict(type="list", elements="str", default=ACTIONS, choices=ACTIONS),
-            max_downtime_limit_ms=dict(type="int"),
-            timeout_s=dict(type="float", default=600),
-            poll_interval_ms=dict(type="int", default=100),
         ),
         supports_check_mode=True,
     )

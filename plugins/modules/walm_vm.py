@@ -368,27 +368,18 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
+from ansible_collections.walm.qemu.plugins.module_utils.vm_service import HOST_OPTIONS, VMService, apply
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            HOST_OPTIONS,
             name=dict(type="str", required=True),
             state=dict(type="str", default="started", choices=["started", "incoming", "stopped", "recover"]),
             definition=dict(type="dict"),
-            state_dir=dict(type="path", default="/run/walm"),
-            listen_address=dict(type="str"),
-            listen_port=dict(type="int", default=0),
-            migration_method=dict(type="str", default="precopy", choices=["precopy", "postcopy", "hybrid"]),
-            on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
-            allow_postcopy=dict(type="bool", default=False),
-            source_qemu_version=dict(type="list", elements="int"),
-            tls_dir=dict(type="path"),
-            tls_allowed_clients=dict(type="list", elements="str"),
             wait_running_s=dict(type="float", default=0),
             force_resume=dict(type="bool", default=False),
-            lock_wait_s=dict(type="float", default=30),
-            qemu_binary=dict(type="str", default="qemu-system-x86_64"),
         ),
         required_if=[("state", "incoming", ("definition", "listen_address")),
                      ("state", "recover", ("listen_address",))],
@@ -397,31 +388,14 @@ def main():
     if not HAS_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
 
-    from ansible_collections.walm.qemu.plugins.module_utils import vmlock
-    from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService
-
     p = module.params
     service = None
     try:
         service = VMService(p["name"], p["state_dir"], check_mode=module.check_mode, qemu_binary=p["qemu_binary"])
-        # One change to a VM at a time on this host (vmlock): a migration holds the same lock until it ends.
-        with vmlock.hold(p["state_dir"], p["name"], "walm_vm state=%s" % p["state"], wait_s=p["lock_wait_s"]):
-            result = _apply(service, p)
+        result = apply(service, p)
     except WalmError as exc:
         module.fail_json(msg=str(exc), actions=service.actions if service else [], **exc.details)
     module.exit_json(**result)
-
-
-def _apply(service, p):
-    if p["state"] == "started":
-        return service.started(p["definition"], p["wait_running_s"], p["force_resume"])
-    if p["state"] == "incoming":
-        return service.incoming(p["definition"], p["listen_address"], p["listen_port"],
-                                p["migration_method"], p["on_timeout"], p["source_qemu_version"],
-                                p["tls_dir"], p["tls_allowed_clients"], p["allow_postcopy"])
-    if p["state"] == "recover":
-        return service.recover(p["listen_address"], p["listen_port"])
-    return service.stopped()
 
 
 if __name__ == "__main__":

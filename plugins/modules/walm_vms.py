@@ -140,27 +140,18 @@ failed_vms:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.walm.qemu.plugins.module_utils import migration, vm_batch
+from ansible_collections.walm.qemu.plugins.module_utils import vm_batch
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
+from ansible_collections.walm.qemu.plugins.module_utils.vm_service import HOST_OPTIONS
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            HOST_OPTIONS,
             state=dict(type="str", required=True, choices=["incoming", "stopped"]),
             vms=dict(type="list", elements="raw", required=True),
-            state_dir=dict(type="path", default="/run/walm"),
-            listen_address=dict(type="str"),
-            listen_port=dict(type="int", default=0),
-            migration_method=dict(type="str", default="precopy", choices=list(migration.METHODS)),
-            on_timeout=dict(type="str", default="abort", choices=list(migration.ON_TIMEOUT)),
-            allow_postcopy=dict(type="bool", default=False),
-            source_qemu_version=dict(type="list", elements="int"),
-            tls_dir=dict(type="path"),
-            tls_allowed_clients=dict(type="list", elements="str"),
-            lock_wait_s=dict(type="float", default=30),
-            qemu_binary=dict(type="str", default="qemu-system-x86_64"),
         ),
         required_if=[("state", "incoming", ("listen_address",))],
         supports_check_mode=True,
