@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import lab  # noqa: E402
 from walmlab import console_log, kernel_trouble, parse_console  # noqa: E402
 
-AP = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
+AP = str(lab.VENV_BIN / "ansible-playbook")
 SOURCE, DESTINATION = "walm-src", "walm-dst"
 # The lab link as measured (docs/lab.md): 1 Gbit/s shaped, 114 MiB/s of migration stream.
 LINK_MIB_S = 114.0

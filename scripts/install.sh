@@ -71,10 +71,12 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv "$venv"
 fi
-if ! cmp -s "$here/requirements.txt" "$venv/.walm-requirements.txt"; then
+# requirements/test.txt takes in the controller's and a hypervisor's files: pip runs again when any of them changed.
+reqs="$(cat "$here"/requirements/*.txt)"
+if [ "$reqs" != "$(cat "$venv/.walm-requirements.txt" 2>/dev/null)" ]; then
     "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q -r "$here/requirements.txt"
-    cp "$here/requirements.txt" "$venv/.walm-requirements.txt"
+    "$venv/bin/pip" install -q -r "$here/requirements/test.txt"
+    printf '%s\n' "$reqs" > "$venv/.walm-requirements.txt"
 fi
 # Ansible finds the collection (walm.qemu.*) through ansible.cfg's collections_path.
 mkdir -p "$here/.collections/ansible_collections/walm"

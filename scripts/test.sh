@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tests: the static checks (ansible-test sanity, ansible-lint --profile production), then unit tests, then
+# The tests: the static checks (ansible-test sanity, ansible-lint --profile production, the built collection installed
+# and rendered by ansible-doc), then unit tests, then
 # integration tests on the real lab (real QEMU, real migrations, SSH, NFS).
 # Installs everything it needs first. Root, Debian 12/13. Extra arguments go to pytest.
 # WALM_STATIC_CHECKS=0 skips the static checks (for example to rerun one test).
@@ -10,5 +11,6 @@ if [ "${WALM_STATIC_CHECKS:-1}" != 0 ]; then
     # Both gate the collection as Galaxy reviewers check it: 0 errors, 0 findings (docs/sanity.md).
     bash scripts/sanity.sh
     .venv/bin/ansible-lint
+    bash scripts/collection_check.sh
 fi
 exec .venv/bin/python -m pytest -v -rs "$@" tests

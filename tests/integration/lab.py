@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(os.environ.get("WALM_VENV", REPO / ".venv")) / "bin"
+# The tools of the Python that runs the tests or the script (scripts/install.sh's venv, or any other with
+# requirements/test.txt); WALM_VENV names another venv.
+VENV_BIN = Path(os.environ["WALM_VENV"]) / "bin" if os.environ.get("WALM_VENV") else Path(sys.executable).parent
 LAB_DIR = Path(os.environ.get("WALM_LAB_DIR", "/var/lib/walm-lab"))
 INVENTORY = LAB_DIR / "inventory.yml"
 HOSTS = {"walm-src": "10.77.0.1", "walm-dst": "10.77.0.2"}

@@ -10,9 +10,8 @@ import os
 
 import pytest
 
-from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
 from walmlab import (EVACUATION_VMS, console_log, console_text, evacuate, kernel_trouble, module, parse_line,
-                     pid_running, start_evacuation_vms, start_vm, state_dir, stop_vm, wait_until)
+                     pid_running, qmp_status, start_evacuation_vms, start_vm, state_dir, stop_vm, wait_until)
 
 pytestmark = pytest.mark.lab
 
@@ -39,11 +38,6 @@ def evac_vms(lab):
             stop_vm(vm)
         for vm in names:
             assert not pid_running("walm-src", vm) and not pid_running("walm-dst", vm)
-
-
-def qmp_status(host, name):
-    with QMP(name, os.path.join(state_dir(host), name + ".qmp"), 10) as q:
-        return q.execute("query-status")["status"]
 
 
 def lines_since(host, vm, kind):

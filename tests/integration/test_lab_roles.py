@@ -42,7 +42,7 @@ def lab_playbook(text, extra_vars=None, check_mode=False, timeout=600):
             argv += ["-e", json.dumps(extra_vars)]
         if check_mode:
             argv.append("--check")
-        # ansible.cfg's collections (walm.qemu, ansible.posix), not pytest-ansible's path.
+        # ansible.cfg's collections (walm.qemu, ansible.posix), whatever the caller's environment exports.
         proc = run(argv, timeout=timeout, check=False,
                    env={"ANSIBLE_COLLECTIONS_PATH": os.path.join(ROOT, ".collections")})
     return proc.returncode, proc.stdout

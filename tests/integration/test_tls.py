@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -32,7 +33,8 @@ from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMServ
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "roles", "migration_tls", "files", "walm-tls.sh")
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
+VENV_BIN = os.path.dirname(sys.executable)
 NAME = "tls1"
 DEFINITION = {"name": NAME, "memory_mib": 64, "vcpus": 1, "accel": "tcg"}
 # Where and how much random data the first test puts in guest RAM (16 MiB up: clear of the firmware).

@@ -7,6 +7,8 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
+
 import lab
 
 # One set of lab paths for every test helper: lab.py's.
@@ -201,3 +203,69 @@ def pid_running(host, vm):
     except (IOError, OSError):
         return None
     return pid if ("guest=%s," % vm).encode() in cmdline else None
+
+
+def qmp_status(host, name):
+    with QMP(name, os.path.join(state_dir(host), name + ".qmp"), 10) as q:
+        return q.execute("query-status")["status"]
+
+
+def last(records, key):
+    """The latest value of key (lines without it, such as 'state=ready', are skipped)."""
+    values = [r[key] for r in records if key in r]
+    return values[-1] if values else None
+
+
+def assert_migrated_intact(name, workload, progress_key, migrate_vars=None, run_migration=None):
+    """Migrate a lab guest from walm-src to walm-dst and prove it survived: the result says completed, the VM runs
+    on walm-dst only, its workload goes on there with no error, and the disk records written before the move read
+    back after it. run_migration(name, migrate_vars) -> (process, result dict) runs the migration (default: the
+    checkout's playbooks/migrate_vm.yml)."""
+    src_log, dst_log = console_log("walm-src", name), console_log("walm-dst", name)
+    # The workload and the disk check ran on the source before the migration.
+    before = wait_until(lambda: len([r for r in parse_console(src_log, workload) if progress_key in r]) >= 3
+                        and last(parse_console(src_log, "disk"), "written"),
+                        60, "%s progress on the source" % workload)
+    assert before
+    disk_written_before = last(parse_console(src_log, "disk"), "written")
+    progress_before = last(parse_console(src_log, workload), progress_key)
+    assert disk_written_before and disk_written_before > 0
+
+    proc, result = (run_migration or migrate)(name, migrate_vars)
+    assert result is not None, proc.stdout[-3000:]
+    assert result["status"] == "completed", result
+    assert result["destination_status"] == "running"
+    assert result["total_time_ms"] > 0 and result["downtime_ms"] >= 0 and result["passes"] >= 1
+    assert result["transferred_bytes"] > 0
+    # Guest-visible downtime: the destination's RESUME less the source's STOP (one clock here). It lies within
+    # the migration, and for pre-copy it is the stop-and-copy QEMU reports as its downtime, give or take.
+    gv = result["guest_visible_downtime_ms"]
+    assert gv is not None and 0 < gv <= result["total_time_ms"], result
+    if not result["ran_postcopy"]:
+        assert 0.5 * result["downtime_ms"] <= gv <= 1.5 * result["downtime_ms"] + 50, result
+    print("guest-visible downtime %s ms (QEMU downtime %s ms)" % (gv, result["downtime_ms"]))
+
+    # Running on the destination, gone from the source.
+    assert pid_running("walm-dst", name)
+    assert qmp_status("walm-dst", name) == "running"
+    assert not pid_running("walm-src", name)
+
+    # The guest proves it survived: it keeps making progress on the destination with no error.
+    src_records = parse_console(src_log, workload)
+    dst_records = wait_until(lambda: [r for r in parse_console(dst_log, workload)
+                                      if r.get(progress_key, -1) > progress_before][3:], 60,
+                             "%s progress on the destination" % workload)
+    assert dst_records
+    for rec in src_records + parse_console(dst_log, workload):
+        assert rec.get("errors", 0) == 0, rec
+    assert "ERROR" not in console_text(dst_log) and "ERROR" not in console_text(src_log)
+    assert kernel_trouble(dst_log) == []
+    # Disk: the records written on the source are re-read and checked on the destination.
+    # Every disk line re-reads all records written so far: a line past the source's last write has checked them.
+    disk = wait_until(lambda: [r for r in parse_console(dst_log, "disk")
+                               if r.get("written", 0) > disk_written_before
+                               and r.get("blocks_in_use", 0) > disk_written_before], 60,
+                      "disk check on the destination")
+    assert all(r.get("errors", 0) == 0 for r in parse_console(dst_log, "disk") + parse_console(src_log, "disk"))
+    assert disk[-1]["written"] > disk_written_before
+    return result

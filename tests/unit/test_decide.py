@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -395,8 +396,8 @@ def test_documented_defaults_match_the_data():
 
 def adhoc(args, check=False):
     """Run walm_decide through ansible's ad-hoc command on localhost; (rc, parsed JSON result)."""
-    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-           "-e", "ansible_python_interpreter=" + os.path.join(ROOT, ".venv", "bin", "python"),
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+           "-e", "ansible_python_interpreter=" + sys.executable,
            "-m", "walm.qemu.walm_decide", "-a", json.dumps(args)] + (["--check"] if check else [])
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

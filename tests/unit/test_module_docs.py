@@ -4,6 +4,7 @@ import glob
 import importlib
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -60,7 +61,7 @@ def test_an_action_takes_the_options_its_module_documents(name, monkeypatch):
 
 @pytest.mark.parametrize("name", MODULES)
 def test_ansible_doc_renders(name):
-    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-doc"), "walm.qemu.%s" % name], cwd=ROOT,
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "walm.qemu.%s" % name], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
                           check=False)
     assert proc.returncode == 0 and "[ERROR]" not in proc.stdout, proc.stdout[-2000:]

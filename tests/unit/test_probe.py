@@ -731,7 +731,7 @@ def test_a_vm_paused_while_measured_gives_no_reading(tmp_path):
 
 def ansible(args, env, *flags):
     """One walm_probe run through Ansible on this machine (local connection, this Python)."""
-    argv = [os.path.join(ROOT, ".venv", "bin", "ansible"), "-i", "localhost,", "-c", "local",
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", "localhost,", "-c", "local",
             "-e", "ansible_python_interpreter=" + sys.executable, "localhost"] + list(flags)
     argv += ["-m", "walm.qemu.walm_probe", "-a", json.dumps(args)]
     return subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -741,7 +741,7 @@ def ansible(args, env, *flags):
 def test_module_docs_and_run(tmp_path, vm):
     _proc, sock = vm
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
-    doc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-doc"), "walm.qemu.walm_probe"], cwd=ROOT,
+    doc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "walm.qemu.walm_probe"], cwd=ROOT,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                          check=False)
     assert doc.returncode == 0 and "dirty_rate_mode" in doc.stdout, doc.stdout

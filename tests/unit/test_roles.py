@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -28,7 +29,8 @@ from ansible_collections.walm.qemu.plugins.module_utils import vmhost
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
+VENV_BIN = os.path.dirname(sys.executable)
 PYTHON = os.path.join(VENV_BIN, "python")
 ROLES = ("nfs_shared_storage", "incoming_destination", "migration_tls", "hypervisor")
 RECAP_RE = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -57,8 +59,8 @@ def local_inventory(tmp_path, hosts):
 def playbook(inventory, path, *args, argv_prefix=(), timeout=600):
     """Run ansible-playbook from the repository root (its ansible.cfg resolves walm.qemu.*)."""
     argv = list(argv_prefix) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, path] + list(args)
-    # The collections of ansible.cfg (walm.qemu and ansible.posix from scripts/install.sh), not the path that
-    # pytest-ansible exports for its own fixtures.
+    # The collections of ansible.cfg (walm.qemu and ansible.posix from scripts/install.sh), whatever collections path
+    # the caller's environment exports.
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
     proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                           timeout=timeout, env=env, check=False)

@@ -8,6 +8,7 @@ through QEMU's `nfs://` driver. Images are made and checked with real qemu-img a
 import json
 import os
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -17,7 +18,8 @@ from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
+VENV_BIN = os.path.dirname(sys.executable)
 PATTERN = bytes(range(0xa0, 0xa4))
 
 
