@@ -1,13 +1,8 @@
 """Fixtures shared by unit tests."""
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from private_nfs import PrivateNfs, available  # noqa: E402
+from ansible_collections.walm.qemu.tests.unit.private_nfs import PrivateNfs, available
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ import threading
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.walm.qemu.tests.unit.paths import ROOT
+
 SOURCE = os.path.join(ROOT, "guest", "src", "walm-wset.c")
 INIT = os.path.join(ROOT, "guest", "init")
 GCC = shutil.which("gcc")

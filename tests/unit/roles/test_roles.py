@@ -26,9 +26,8 @@ import pytest
 import yaml
 
 from ansible_collections.walm.qemu.plugins.module_utils import vmhost
+from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
 VENV_BIN = os.path.dirname(sys.executable)
 PYTHON = os.path.join(VENV_BIN, "python")
@@ -61,7 +60,7 @@ def playbook(inventory, path, *args, argv_prefix=(), timeout=600):
     argv = list(argv_prefix) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, path] + list(args)
     # The collections of ansible.cfg (walm.qemu and ansible.posix from scripts/install.sh), whatever collections path
     # the caller's environment exports.
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS)
     proc = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                           timeout=timeout, env=env, check=False)
     return proc.returncode, proc.stdout

@@ -21,8 +21,8 @@ from ansible_collections.walm.qemu.plugins.module_utils.decide_model import Mode
 from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.modules import walm_decide
+from ansible_collections.walm.qemu.tests.unit.paths import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB_LINK_MIB_S = 114.0  # 119.7 MB/s measured on the lab's tbf-shaped 1 Gbit/s link
 
 

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP, QMPFailure
+from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ def test_permission_denied_as_other_user(qemu):
     code = ("import sys; sys.path.insert(0, %r)\n"
             "from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP, QMPFailure\n"
             "try:\n    QMP('vm1', %r, 2).connect()\nexcept QMPFailure as e:\n    print(e)\n"
-            % (_collections_root(), sock))
+            % (COLLECTIONS, sock))
     # The socket's directory must be traversable for the test to reach the permission check on the socket itself.
     os.chmod(os.path.dirname(sock), 0o711)
     out = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -136,11 +137,6 @@ def test_permission_denied_as_other_user(qemu):
 def _drop_to_nobody():
     os.setgid(65534)
     os.setuid(65534)
-
-
-def _collections_root():
-    import ansible_collections.walm.qemu as pkg
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(pkg.__file__))))
 
 
 def test_qemu_refuses_command(qemu):

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.walm.qemu.tests.unit.paths import ROOT
+
 STOP_PIDS = os.path.join(ROOT, "roles", "lab", "files", "stop_pids.sh")
 LISTEN_FDS = os.path.join(ROOT, "roles", "lab", "files", "listen_fds.py")
 

@@ -1,16 +1,15 @@
 """The evacuation's batch hand-offs (module_utils/evacuation_batch.py), the batch of migrations
 (module_utils/migration_batch.py: the requests, checked before anything starts; the waves run in order, a wave's
-migrations side by side; one migration's failure is its own) and of VMs (module_utils/vm_batch.py), and how the wait
-action reads a walm_migrate_waves job. Table tests; migrate_vm and VMService are replaced where a test says so: the
-real ones run against QEMU in tests/integration/test_evacuate.py."""
+migrations side by side; one migration's failure is its own) and of VMs (module_utils/vm_batch.py). Table tests;
+migrate_vm and VMService are replaced where a test says so: the real ones run against QEMU in
+tests/integration/test_evacuate.py. How the wait action reads a walm_migrate_waves job:
+tests/unit/plugins/action/test_walm_migration_wait.py."""
 
 import threading
 import time
 
 import pytest
 
-from ansible.errors import AnsibleActionFail
-from ansible_collections.walm.qemu.plugins.action.walm_migration_wait import job_vms, results_of
 from ansible_collections.walm.qemu.plugins.module_utils import evacuation_batch as eb
 from ansible_collections.walm.qemu.plugins.module_utils import migration_batch as mb
 from ansible_collections.walm.qemu.plugins.module_utils import vm_batch
@@ -200,24 +199,3 @@ def test_vm_requests_take_each_vms_keys_over_the_shared_ones():
                     "allow_postcopy": False}]
     assert vm_batch.requests("stopped", {"state_dir": "/s"}, ["a", {"name": "b"}]) == [
         {"name": "a", "state_dir": "/s"}, {"name": "b", "state_dir": "/s"}]
-
-
-# -- the wait action and a walm_migrate_waves job --------------------------------------------------------------------
-
-def test_a_batch_job_names_its_vms():
-    assert job_vms({"ansible_job_id": "1", "vms": ["a", "b"]}) == ["a", "b"]
-    assert job_vms({"ansible_job_id": "1", "vm": "a"}) == ["a"]
-    with pytest.raises(AnsibleActionFail, match="a job's vms must be a list of VM names"):
-        job_vms({"ansible_job_id": "1", "vms": "a"})
-
-
-def test_a_batch_jobs_results_are_its_migrations():
-    job = {"finished": 1, "failed": True, "msg": "1 of 2 migrations completed",
-           "migrations": {"a": {"status": "completed"}, "b": {"status": "timeout", "failed": True}}}
-    assert results_of(job, ["a", "b"]) == {"a": {"status": "completed"}, "b": {"status": "timeout", "failed": True}}
-    # A batch refused before it ran has no migrations: every VM gets its message.
-    refused = results_of({"failed": True, "msg": "waves leave out b", "migrations": {}}, ["a", "b"])
-    assert refused["b"] == {"failed": True, "status": "failed", "msg": "waves leave out b"}
-    # One walm_migrate job: its own keys are the migration's result.
-    assert results_of({"status": "completed", "total_time_ms": 3, "invocation": {}}, ["a"]) == {
-        "a": {"status": "completed", "total_time_ms": 3}}

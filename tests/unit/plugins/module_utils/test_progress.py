@@ -1,13 +1,11 @@
-"""A migration's progress document and the operator's line (module_utils/progress.py), and how the wait action
-finds the VM of each async job (plugins/action/walm_migration_wait.py)."""
+"""A migration's progress document and the operator's line (module_utils/progress.py); how the wait action finds the
+VM of each async job is test_walm_migration_wait.py under tests/unit/plugins/action."""
 
 import json
 import os
 
 import pytest
 
-from ansible.errors import AnsibleActionFail
-from ansible_collections.walm.qemu.plugins.action.walm_migration_wait import job_vm
 from ansible_collections.walm.qemu.plugins.module_utils import progress
 
 MIB = 1024 * 1024
@@ -71,18 +69,3 @@ def test_a_writer_without_a_path_or_a_writable_directory_never_stops_the_migrati
     assert progress.Writer(None, "vm1", "precopy").update(snap()) is None
     gone = str(tmp_path / "missing" / "vm1.progress.json")
     assert progress.Writer(gone, "vm1", "precopy").update(snap()) is None
-
-
-@pytest.mark.parametrize("job,vm", [
-    ({"vm": "a", "ansible_job_id": "1"}, "a"),
-    ({"ansible_job_id": "1", "item": "b"}, "b"),
-    ({"ansible_job_id": "1", "ansible_loop_var": "walm_evac_vm", "walm_evac_vm": {"name": "c", "wave": 1}}, "c"),
-    ({"ansible_job_id": "1", "ansible_loop_var": "x", "x": {"vm": "d"}}, "d"),
-])
-def test_the_vm_of_a_job(job, vm):
-    assert job_vm(job) == vm
-
-
-def test_a_job_without_a_vm_is_refused_naming_the_fix():
-    with pytest.raises(AnsibleActionFail, match="give each job a 'vm'"):
-        job_vm({"ansible_job_id": "1", "item": {"wave": 1}})

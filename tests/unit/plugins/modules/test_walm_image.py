@@ -15,9 +15,8 @@ import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils import nfsurl, vmhost
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
 VENV_BIN = os.path.dirname(sys.executable)
 PATTERN = bytes(range(0xa0, 0xa4))
@@ -166,7 +165,7 @@ def nfsurl_call(nfs, code):
     """Run nfsurl code in the server's network namespace (libnfs talks to nfs://127.0.0.1 there)."""
     script = ("import sys; sys.path.insert(0, %r)\n"
               "from ansible_collections.walm.qemu.plugins.module_utils import nfsurl\n"
-              "u = %r\n" % (os.path.join(ROOT, ".collections"), nfs.url)) + code
+              "u = %r\n" % (COLLECTIONS, nfs.url)) + code
     return nfs.run([os.path.join(VENV_BIN, "python"), "-c", script]).stdout
 
 

@@ -19,8 +19,8 @@ from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
 from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, normalize, qemu_argv
+from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPTS = {"duration_s": 0.4, "samples": 2, "dirty_rate_mode": "auto", "sample_pages": None, "persist": False,
         "max_age_s": 0, "all_netns": False, "qmp_timeout_s": 5.0}
 
@@ -740,7 +740,7 @@ def ansible(args, env, *flags):
 
 def test_module_docs_and_run(tmp_path, vm):
     _proc, sock = vm
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS)
     doc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "walm.qemu.walm_probe"], cwd=ROOT,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                          check=False)
