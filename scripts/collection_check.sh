@@ -41,10 +41,11 @@ installed="$work/collections/ansible_collections/walm/qemu"
 
 # What ansible-doc must find: every module and filter the tarball holds, every role with an argument spec.
 expected() {
+    local f
     case "$1" in
-        module) ls "$installed"/plugins/modules/*.py | xargs -n1 basename | sed 's/\.py$//' | grep -v '^__init__$' ;;
-        filter) ls "$installed"/plugins/filter/*.yml | xargs -n1 basename | sed 's/\.yml$//' ;;
-        role) ls -d "$installed"/roles/*/meta/argument_specs.yml | awk -F/ '{print $(NF-2)}' ;;
+        module) for f in "$installed"/plugins/modules/*.py; do f="${f##*/}"; [ "$f" = __init__.py ] || echo "${f%.py}"; done ;;
+        filter) for f in "$installed"/plugins/filter/*.yml; do f="${f##*/}"; echo "${f%.yml}"; done ;;
+        role) for f in "$installed"/roles/*/meta/argument_specs.yml; do f="${f%/meta/argument_specs.yml}"; echo "${f##*/}"; done ;;
     esac
 }
 for kind in module filter role; do
