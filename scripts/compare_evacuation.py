@@ -1,12 +1,12 @@
 """Evacuation benchmark: how long playbooks/evacuate_host.yml takes to empty a host of mixed VMs, against the
 physical limit (the non-zero memory of all VMs over the source's link), for each policy and concurrency.
 
-On the lab (set up by the script itself, as scripts/demo.sh does): six guests on walm-src - idle, CPU-bound, a light and a heavy
-writer, a read-mostly large working set, a network sender - go to walm-dst, which already runs two VMs on the tap
-names the first two use on walm-src. Two cores cannot carry six busy 512 MiB TCG guests and the playbook beside
-them, so the guests are smaller (256 MiB) and the writers paced (see VMS). Each run checks that every guest came
-through: it runs on walm-dst, its workload counters go on past where they were and its disk check reads back the
-records written before the move, with no error on its console.
+On the lab (set up by the script itself, as scripts/demo.sh does): six guests on walm-src - idle, CPU-bound, a light
+and a heavy writer, a read-mostly large working set, a network sender - go to walm-dst and walm-dst2, each of which
+already runs two VMs on the tap names the first two use on walm-src. Two cores cannot carry six busy 512 MiB TCG
+guests and the playbook beside them, so the guests are smaller (256 MiB) and the writers paced (see VMS). Each run
+checks that every guest came through: it runs on the destination the plan gave it, its workload counters go on past
+where they were and its disk check reads back the records written before the move, with no error on its console.
 
     .venv/bin/python scripts/compare_evacuation.py --out results/evacuation-compare
     .venv/bin/python scripts/compare_evacuation.py --policies walm --concurrency 1 --repeats 1   # one run
@@ -32,7 +32,7 @@ import lab  # noqa: E402
 from walmlab import console_log, kernel_trouble, parse_console  # noqa: E402
 
 AP = str(lab.VENV_BIN / "ansible-playbook")
-SOURCE, DESTINATION = "walm-src", "walm-dst"
+SOURCE, DESTINATIONS = "walm-src", ("walm-dst", "walm-dst2")
 # The lab link as measured (docs/lab.md): 1 Gbit/s shaped, 114 MiB/s of migration stream.
 LINK_MIB_S = 114.0
 MEMORY_MIB = 256
@@ -46,11 +46,14 @@ VMS = {
     "e6-rset": ("rset", {"wset_mib": 96, "rate_mib_s": 64}, "tap14", "52:54:00:77:01:05", "10.77.0.135/24"),
     "e6-net": ("net", {"net_rate_mbit": 10}, "tap15", "52:54:00:77:01:06", "10.77.0.136/24"),
 }
-# Already on the destination, on the tap names e6-idle and e6-cpu have on the source.
+# Already on each destination, on the tap names e6-idle and e6-cpu have on the source. destination: {name: ...}.
 BYSTANDERS = {
-    "e6-by0": ("idle", {}, "tap10", "52:54:00:77:01:11", "10.77.0.141/24"),
-    "e6-by1": ("idle", {}, "tap11", "52:54:00:77:01:12", "10.77.0.142/24"),
+    "walm-dst": {"e6-by0": ("idle", {}, "tap10", "52:54:00:77:01:11", "10.77.0.141/24"),
+                 "e6-by1": ("idle", {}, "tap11", "52:54:00:77:01:12", "10.77.0.142/24")},
+    "walm-dst2": {"e6-by2": ("idle", {}, "tap10", "52:54:00:77:01:13", "10.77.0.143/24"),
+                  "e6-by3": ("idle", {}, "tap11", "52:54:00:77:01:14", "10.77.0.144/24")},
 }
+ALL_BYSTANDERS = dict((n, spec) for on_host in BYSTANDERS.values() for n, spec in on_host.items())
 # The guest check of a VM the policy left on the source: a result of the run, not a broken guest.
 NOT_MOVED = ["not moved"]
 PHASES = (("probe", "#9e9e9e"), ("prepare", "#64b5f6"), ("migrate", "#43a047"), ("switchover", "#e53935"),
@@ -117,11 +120,12 @@ def wait_for(predicate, timeout_s):
     return predicate()
 
 
-def guest_check(vm, before):
-    """What the guest shows on walm-dst after the move: its counters past `before`, no errors. A list of problems."""
+def guest_check(vm, before, destination):
+    """What the guest shows on its destination after the move: its counters past `before`, no errors. A list of
+    problems."""
     seq_before, disk_before = before
     workload = VMS[vm][0]
-    log = console_log(DESTINATION, vm)
+    log = console_log(destination, vm)
     went_on = wait_for(lambda: len([r for r in parse_console(log, workload) if r.get("seq", 0) > seq_before]) >= 3,
                        90)
     disk_ok = wait_for(lambda: [r for r in parse_console(log, "disk") if r.get("written", 0) > disk_before], 90)
@@ -139,14 +143,15 @@ def guest_check(vm, before):
 
 
 def run_one(pb, policy, concurrency, repeat, out_dir, memory_mib, timeout_s):
-    everything = dict(VMS, **BYSTANDERS)
-    for host in (SOURCE, DESTINATION):
+    everything = dict(VMS, **ALL_BYSTANDERS)
+    for host in (SOURCE,) + DESTINATIONS:
         set_vms(pb, host, "stopped", everything, memory_mib)
-    for host in (SOURCE, DESTINATION):
+    for host in (SOURCE,) + DESTINATIONS:
         for vm in everything:
             if os.path.exists(console_log(host, vm)):
                 os.remove(console_log(host, vm))
-    set_vms(pb, DESTINATION, "started", BYSTANDERS, 128)
+    for host in DESTINATIONS:
+        set_vms(pb, host, "started", BYSTANDERS[host], 128)
     set_vms(pb, SOURCE, "started", VMS, memory_mib)
     busy = wait_for(lambda: all((counters(SOURCE, vm)[0] or 0) >= 3 and counters(SOURCE, vm)[1]
                                 for vm in VMS), 180)
@@ -157,12 +162,13 @@ def run_one(pb, policy, concurrency, repeat, out_dir, memory_mib, timeout_s):
     result_file = os.path.join(out_dir, "evacuation-%s-c%d-r%d.json" % (policy, concurrency, repeat))
     t0 = time.time()
     proc = playbook("playbooks/evacuate_host.yml", {
-        "walm_source": SOURCE, "walm_destinations": [DESTINATION], "walm_evacuate_policy": policy,
+        "walm_source": SOURCE, "walm_destinations": list(DESTINATIONS), "walm_evacuate_policy": policy,
         "walm_concurrency": concurrency, "walm_timeout_s": timeout_s, "walm_result_file": result_file})
     wall_s = time.time() - t0
     with open(result_file) as f:
         report = json.load(f)
-    checks = dict((vm, guest_check(vm, before[vm]) if vm in report["totals"]["completed"] else
+    went_to = dict((r["vm"], r.get("destination")) for r in report["summary"])
+    checks = dict((vm, guest_check(vm, before[vm], went_to[vm]) if vm in report["totals"]["completed"] else
                    NOT_MOVED) for vm in VMS)
     with open(os.path.join(out_dir, "evacuation-%s-c%d-r%d.log" % (policy, concurrency, repeat)), "w") as f:
         f.write(proc.stdout)
@@ -297,16 +303,16 @@ def main():
                         print("%s c%d r%d: %s" % (policy, conc, repeat, json.dumps(f)), flush=True)
                         plot(run, os.path.join(args.out, "timeline-%s-c%d.png" % (policy, conc)))
         finally:
-            everything = dict(VMS, **BYSTANDERS)
-            for host in (SOURCE, DESTINATION):
+            everything = dict(VMS, **ALL_BYSTANDERS)
+            for host in (SOURCE,) + DESTINATIONS:
                 set_vms(pb, host, "stopped", everything, args.memory_mib)
             if args.teardown:
                 lab.lab_teardown()
     rows = [figures(r) for r in runs]
     header = ("Evacuation of %d VMs (%s) from %s into %s (already running %s on the same tap names); %s, TCG, "
               "%d MiB guests, link %.0f MiB/s. Physical limit: the VMs' non-zero memory (probe) over the link."
-              % (len(VMS), ", ".join(sorted(VMS)), SOURCE, DESTINATION, ", ".join(sorted(BYSTANDERS)),
-                 qemu_version(), args.memory_mib, LINK_MIB_S))
+              % (len(VMS), ", ".join(sorted(VMS)), SOURCE, " and ".join(DESTINATIONS),
+                 ", ".join(sorted(ALL_BYSTANDERS)), qemu_version(), args.memory_mib, LINK_MIB_S))
     with open(os.path.join(args.out, "runs.json"), "w") as f:
         json.dump({"qemu": qemu_version(), "runs": runs, "figures": rows}, f, indent=1)
     with open(os.path.join(args.out, "table.md"), "w") as f:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine: install, provision the two-host lab, boot three guests with different
-# workloads on walm-src (idle, CPU-bound, a writer faster than the link), and empty walm-src into walm-dst with
-# playbooks/evacuate_host.yml: every VM probed, decided, ordered, migrated and verified; the summary is printed
-# and written to results/demo-evacuation.json. Root, Debian 12/13.
+# The main job, end to end on this machine: install, provision the three-host lab, boot three guests with different
+# workloads on walm-src (idle, CPU-bound, a writer faster than the link), and empty walm-src into walm-dst and
+# walm-dst2 with playbooks/evacuate_host.yml: every VM probed, decided, ordered, migrated and verified; the summary
+# is printed and written to results/demo-evacuation.json. Root, Debian 12/13.
 #   scripts/demo.sh                 # the evacuation
 #   WALM_DEMO_POLICY=naive scripts/demo.sh   # the same with the peers' plan (listing order, all pre-copy)
 set -euo pipefail
@@ -22,7 +22,7 @@ vms=(
 # A clean slate: no demo VM may run anywhere before it is started on walm-src.
 for vm in "${vms[@]}"; do
     read -r name _ <<<"$vm"
-    for host in walm-src walm-dst; do
+    for host in walm-src walm-dst walm-dst2; do
         $ap playbooks/vm_start.yml -e walm_host=$host -e lab_vm_name="$name" -e lab_vm_state=stopped >/dev/null
     done
 done
@@ -35,9 +35,9 @@ for vm in "${vms[@]}"; do
 done
 sleep 5  # let the workloads run before they are measured
 mkdir -p results
-$ap playbooks/evacuate_host.yml -e walm_source=walm-src -e '{"walm_destinations": ["walm-dst"]}' \
+$ap playbooks/evacuate_host.yml -e walm_source=walm-src -e '{"walm_destinations": ["walm-dst", "walm-dst2"]}' \
     -e walm_evacuate_policy="$policy" -e walm_timeout_s=60 -e walm_result_file="$result"
 echo
-echo "Summary written to $result. The VMs run on walm-dst; their consoles:"
-echo "  /var/lib/walm-lab/hosts/walm-dst/run/demo-*.console.log"
+echo "Summary written to $result. The VMs run on walm-dst and walm-dst2; their consoles:"
+echo "  /var/lib/walm-lab/hosts/walm-dst*/run/demo-*.console.log"
 echo "Tear the lab down with: .venv/bin/ansible-playbook playbooks/lab_teardown.yml"

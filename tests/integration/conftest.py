@@ -28,7 +28,7 @@ def lab():
 
 @pytest.fixture
 def vm(lab, request):
-    """A VM name unique to the test (prefix from the module's VM_PREFIX), stopped on both hosts afterwards."""
+    """A VM name unique to the test (prefix from the module's VM_PREFIX), stopped on every lab host afterwards."""
     prefix = getattr(request.module, "VM_PREFIX", "it-")
     name = prefix + request.node.name.replace("test_", "")[:23 - len(prefix)].replace("_", "-")
     yield name

@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ["WALM_VENV"]) / "bin" if os.environ.get("WALM_VENV") else Path(sys.executable).parent
 LAB_DIR = Path(os.environ.get("WALM_LAB_DIR", "/var/lib/walm-lab"))
 INVENTORY = LAB_DIR / "inventory.yml"
-HOSTS = {"walm-src": "10.77.0.1", "walm-dst": "10.77.0.2"}
+# playbooks/lab_setup.yml's three hosts (a source and two destinations) and the switch that joins them.
+HOSTS = {"walm-src": "10.77.0.1", "walm-dst": "10.77.0.2", "walm-dst2": "10.77.0.3"}
+SWITCH = "walm-sw"
 NFS_URL = "nfs://10.77.0.2/walm"
 
 _RECAP = re.compile(
@@ -92,9 +94,10 @@ def netns(ns: str, *cmd: str, timeout: float = 60, check: bool = True) -> subpro
 
 
 def lab_namespaces() -> list[str]:
-    """Lab namespaces that currently exist."""
+    """Lab namespaces (the hosts' and the switch's) that currently exist."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in HOSTS]
+    return [line.split()[0] for line in out.splitlines()
+            if line.split() and (line.split()[0] in HOSTS or line.split()[0] == SWITCH)]
 
 
 def lab_processes() -> list[str]:
@@ -121,7 +124,8 @@ def lab_processes() -> list[str]:
 def lab_mounts() -> list[str]:
     """Mount points of the lab's namespaces still in the mount table."""
     out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False).stdout
-    return [t for t in out.splitlines() if t.startswith("/run/netns/") and t.rsplit("/", 1)[-1] in HOSTS]
+    return [t for t in out.splitlines()
+            if t.startswith("/run/netns/") and (t.rsplit("/", 1)[-1] in HOSTS or t.rsplit("/", 1)[-1] == SWITCH)]
 
 
 if __name__ == "__main__":  # python tests/integration/lab.py setup|teardown

@@ -1,5 +1,6 @@
-"""The two-host lab (roles/lab) builds idempotently, answers over SSH, shapes its link, serves NFS to QEMU, and
-tears down without leaving a process, namespace or mount behind. Needs root and scripts/install.sh's packages."""
+"""The lab (roles/lab, three hosts joined by a switch) builds idempotently, answers over SSH, shapes each host's link,
+serves NFS to QEMU, and tears down without leaving a process, namespace or mount behind. Needs root and
+scripts/install.sh's packages."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import uuid
 
 import pytest
 
-from lab import (HOSTS, LAB_DIR, NFS_URL, ansible, ansible_playbook, lab_mounts, lab_namespaces, lab_processes,
-                 lab_setup, lab_teardown, netns)
+from lab import (HOSTS, LAB_DIR, NFS_URL, SWITCH, ansible, ansible_playbook, lab_mounts, lab_namespaces,
+                 lab_processes, lab_setup, lab_teardown, netns)
 
 pytestmark = pytest.mark.lab
 
@@ -62,6 +63,19 @@ def test_link_is_shaped_on_both_ends(lab_cycle):
         out = subprocess.run(["tc", "-n", host, "qdisc", "show", "dev", "link0", "root"],
                              capture_output=True, text=True, check=True).stdout
         assert "qdisc tbf" in out and "rate 1Gbit" in out, f"{host}: {out}"
+        # The other end: the host's port on the switch, named after it.
+        out = subprocess.run(["tc", "-n", SWITCH, "qdisc", "show", "dev", host, "root"],
+                             capture_output=True, text=True, check=True).stdout
+        assert "qdisc tbf" in out and "rate 1Gbit" in out, f"{SWITCH} port {host}: {out}"
+
+
+def test_every_host_reaches_every_other(lab_cycle):
+    """Through the switch: from its own namespace, each host opens a TCP connection to each other host's sshd."""
+    for host in HOSTS:
+        for other, address in HOSTS.items():
+            if other != host:
+                probe = netns(host, "timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{address}/22", check=False)
+                assert probe.returncode == 0, f"{host} -> {other}: {probe.stderr}"
 
 
 def test_link_throughput_is_about_a_gigabit(lab_cycle):
@@ -96,7 +110,7 @@ def test_nfs_export_is_served_to_the_source(lab_cycle):
 
 def test_nfs_is_offered_to_the_hypervisors_only(lab_cycle):
     """rpcbind answers on walm-dst's address and loopback only, ganesha registered through loopback, and the
-    export's clients are the two hosts, not the subnet the guests are in."""
+    export's clients are the hosts, not the subnet the guests are in."""
     sockets = netns("walm-dst", "ss", "-Hlntu", "sport = :111").stdout.split("\n")
     where = sorted(line.split()[4] for line in sockets if line.strip())
     assert set(where) <= {HOSTS["walm-dst"] + ":111", "127.0.0.1:111", "[::1]:111"}, where
@@ -104,7 +118,7 @@ def test_nfs_is_offered_to_the_hypervisors_only(lab_cycle):
     registered = netns("walm-dst", "rpcinfo", "-p", "127.0.0.1", timeout=30).stdout
     assert "mountd" in registered and "nfs" in registered, registered
     conf = (LAB_DIR / "hosts" / "walm-dst" / "ganesha.conf").read_text()
-    assert "Clients = %s, %s;" % (HOSTS["walm-src"], HOSTS["walm-dst"]) in conf, conf
+    assert "Clients = %s;" % ", ".join(HOSTS.values()) in conf, conf
 
 
 def test_qemu_reads_and_writes_images_over_nfs(lab_cycle):
@@ -143,7 +157,7 @@ def test_teardown_leaves_nothing(lab_cycle):
                                                                                         "check": False})
     sleeper.start()
     daemons = _pidfile_pids()
-    assert len(daemons) == 4, daemons  # sshd x2, rpcbind, ganesha
+    assert len(daemons) == len(HOSTS) + 2, daemons  # sshd on each host, rpcbind, ganesha
     run = lab_teardown()
     print(f"teardown: {run.seconds:.1f} s")
     sleeper.join(timeout=30)

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
+from lab import HOSTS
 from walmlab import INVENTORY, LAB_DIR, ROOT, VENV_BIN, pid_running, playbook, run, start_vm, state_dir, stop_vm
 
 pytestmark = pytest.mark.lab
@@ -118,10 +119,10 @@ def make_sparse(url):
     return allocated, total
 
 
-def test_export_reachable_from_both_hosts_and_idempotent(lab):
+def test_export_reachable_from_every_host_and_idempotent(lab):
     rc, out, reports = storage()
     assert rc == 0, out[-4000:]
-    assert set(reports) == {"walm-src", "walm-dst"}
+    assert set(reports) == set(HOSTS)
     assert all(r["base"] == NFS_URL for r in reports.values())
     rc, out, _report = storage()
     assert rc == 0 and all(h["changed"] == 0 for h in recap(out).values()), out[-4000:]
@@ -281,6 +282,8 @@ def test_a_second_vm_on_a_taken_tap_and_mac_is_refused_before_anything_is_made(v
 HYPERVISOR_PLAY = """
 - hosts: walm_lab
   gather_facts: false
+  # The lab's hosts share one filesystem, so one venv: one host at a time makes it, the others find it made.
+  serial: 1
   roles:
     - role: walm.qemu.hypervisor
       vars:
@@ -303,7 +306,7 @@ HYPERVISOR_PLAY = """
 
 
 def test_hypervisor_role_provisions_the_lab_hosts_and_then_changes_nothing(lab):
-    """walm.qemu.hypervisor on both lab hosts with a venv of its own: check mode makes nothing, the first run
+    """walm.qemu.hypervisor on the lab's hosts with a venv of its own: check mode makes nothing, the first run
     makes the venv and sets the interpreter to it, the second run changes nothing. The lab's hosts cannot reach
     PyPI (their namespaces have no route out), so qemu.qmp comes from a wheelhouse the controller fills, as it
     would for hypervisors without internet access."""
@@ -321,10 +324,10 @@ def test_hypervisor_role_provisions_the_lab_hosts_and_then_changes_nothing(lab):
         rc, out = lab_playbook(HYPERVISOR_PLAY, extra, timeout=900)
         assert rc == 0, out[-4000:]
         first = recap(out)
-        assert set(first) == {"walm-src", "walm-dst"} and all(r["failed"] == 0 for r in first.values()), out[-3000:]
+        assert set(first) == set(HOSTS) and all(r["failed"] == 0 for r in first.values()), out[-3000:]
         # One shared filesystem: whichever host came first made the venv.
         assert sum(r["changed"] for r in first.values()) >= 1, first
-        for host in ("walm-src", "walm-dst"):
+        for host in HOSTS:
             assert "PREFIX %s %s" % (host, venv) in out, out[-3000:]
 
         rc, out = lab_playbook(HYPERVISOR_PLAY, extra)

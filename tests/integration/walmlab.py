@@ -76,15 +76,15 @@ def start_vm(vm, workload, args=None, host="walm-src", memory_mib=512, tap=None,
 
 
 def stop_vm(vm):
-    for host in ("walm-src", "walm-dst"):
+    for host in lab.HOSTS:
         module(host, "walm.qemu.walm_vm", {"name": vm, "state": "stopped", "state_dir": state_dir(host)},
                check=False)
 
 
 def stop_all_vms():
-    """Stop every VM recorded on either lab host (what an earlier run, or scripts/demo.sh, left running there)."""
+    """Stop every VM recorded on a lab host (what an earlier run, or scripts/demo.sh, left running there)."""
     stopped = []
-    for host in ("walm-src", "walm-dst"):
+    for host in lab.HOSTS:
         ok, info = module(host, "walm.qemu.walm_vm_info", {"state_dir": state_dir(host)}, check=False)
         for vm in (info.get("vms") or []) if ok else []:
             if vm.get("running"):
@@ -269,3 +269,47 @@ def assert_migrated_intact(name, workload, progress_key, migrate_vars=None, run_
     assert all(r.get("errors", 0) == 0 for r in parse_console(dst_log, "disk") + parse_console(src_log, "disk"))
     assert disk[-1]["written"] > disk_written_before
     return result
+
+
+def lines_since(host, vm, kind):
+    """The VM's `WALM <kind>` lines on a host's console."""
+    text = console_text(console_log(host, vm))
+    return [r for r in (parse_line(x) for x in text.splitlines()) if r and r["_kind"] == kind]
+
+
+def last_seq(host, vm, kind):
+    seqs = [r["seq"] for r in lines_since(host, vm, kind) if r.get("seq", 0) > 0]
+    return seqs[-1] if seqs else None
+
+
+def last_disk_written(host, vm):
+    written = [r["written"] for r in lines_since(host, vm, "disk") if "written" in r]
+    return written[-1] if written else None
+
+
+def wait_busy(host, vms):
+    """Every VM has printed a few progress lines and a disk record on `host`; their last seq and record."""
+    seen = {}
+    for vm in vms:
+        kind = EVACUATION_VMS[vm][0]
+        wait_until(lambda: (last_seq(host, vm, kind) or 0) >= 3 and last_disk_written(host, vm), 120,
+                   "%s progress on %s" % (vm, host))
+        seen[vm] = (last_seq(host, vm, kind), last_disk_written(host, vm))
+    return seen
+
+
+def assert_guest_went_on(host, vm, before):
+    """The same guest keeps working on `host`, with no error of any kind: its counters go on past where they were
+    (a rebooted guest would start again at 1; a console started afresh holds only new lines)."""
+    kind = EVACUATION_VMS[vm][0]
+    seq_before, disk_before = before
+    after = wait_until(lambda: [r for r in lines_since(host, vm, kind) if r.get("seq", 0) > seq_before][2:],
+                       90, "%s progress on %s" % (vm, host))
+    assert after
+    # The disk records written before the move are re-read and checked after it.
+    wait_until(lambda: [r for r in lines_since(host, vm, "disk") if r.get("written", 0) > disk_before], 90,
+               "%s disk check on %s" % (vm, host))
+    for rec in lines_since(host, vm, kind) + lines_since(host, vm, "disk"):
+        assert rec.get("errors", 0) == 0, (vm, rec)
+    text = console_text(console_log(host, vm))
+    assert "ERROR" not in text and kernel_trouble(console_log(host, vm)) == [], vm
