@@ -2,7 +2,7 @@
 # Copyright: WALM developers
 # Apache License 2.0 (see LICENSE)
 """Filters walm.qemu.migration_outcome and walm.qemu.migration_failure: one migration's result document and the
-sentence for the operator, from what playbooks/tasks/migrate_one.yml's steps returned."""
+sentence for the operator, from what the role walm.qemu.migrate's steps returned."""
 
 from __future__ import absolute_import, division, print_function
 

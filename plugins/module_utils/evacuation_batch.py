@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: WALM developers
 # Apache License 2.0 (see LICENSE)
-"""The hand-offs of an evacuation run as a batch (playbooks/tasks/evacuate_batch.yml), as pure functions: what the
+"""The hand-offs of an evacuation run as a batch (roles/evacuate/tasks/batch.yml), as pure functions: what the
 destinations' preparation takes and gives each VM, the migrations walm_migrate_waves takes, the waves left when some
 destinations are not ready, and how long the batch is predicted to take. Filters walm.qemu.evacuation_incoming,
 walm.qemu.evacuation_prepared, walm.qemu.evacuation_migrations, walm.qemu.evacuation_waves and

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: WALM developers
 # Apache License 2.0 (see LICENSE)
-"""The outcome of one VM's migration as playbooks/tasks/migrate_one.yml reports it: the result document (walm_migrate's
+"""The outcome of one VM's migration as the role walm.qemu.migrate (roles/migrate/tasks/main.yml) reports it: the result document (walm_migrate's
 return plus where the VM is, its status, whether it was rolled back) and one sentence for the operator.
 
 Pure functions of what the playbook's steps returned; the playbook only gathers those and calls them (filters

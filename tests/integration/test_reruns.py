@@ -162,8 +162,8 @@ def test_bad_parameters_are_refused_before_any_qemu_starts(vm):
         assert "refused before anything was started" in proc.stdout, (bad, proc.stdout[-2000:])
         # The block stopped at its first task: neither host was read, no destination prepared (the rescue's own
         # reads are skipped, and skipped tasks still print their headers).
-        assert "TASK [Read the VM on the source]" not in proc.stdout, proc.stdout[-3000:]
-        assert "TASK [Prepare the destination" not in proc.stdout, proc.stdout[-3000:]
+        assert ": Read the VM on the source]" not in proc.stdout, proc.stdout[-3000:]
+        assert ": Prepare the destination" not in proc.stdout, proc.stdout[-3000:]
         assert "-> walm-dst" not in proc.stdout and "changed: [walm-src]" not in proc.stdout, proc.stdout[-3000:]
         assert not pid_running("walm-dst", vm), bad
         assert not os.path.exists(os.path.join(state_dir("walm-dst"), vm + ".json")), bad

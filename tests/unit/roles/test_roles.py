@@ -9,7 +9,7 @@
   the export reachable with nfs-ls, a sparse qcow2 refused, fixed, and left alone while a QEMU uses it.
 - incoming_destination: its failures before anything starts (missing options, same host, unknown VM). Starting a
   destination QEMU needs a running source VM: that is tests/integration/test_roles.py, in the lab.
-- playbooks/tasks/migrate_one.yml and evacuate_one.yml: single tasks run on local hosts with made-up inputs (one
+- the roles migrate and evacuate (roles/migrate/tasks/main.yml, roles/evacuate/tasks/record.yml): single tasks run on local hosts with made-up inputs (one
   host per case): the result document's downtime judgement, the adaptation options handed to walm_migrate, the
   evacuation's finish line.
 """
@@ -31,7 +31,7 @@ from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
 # The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
 VENV_BIN = os.path.dirname(sys.executable)
 PYTHON = os.path.join(VENV_BIN, "python")
-ROLES = ("nfs_shared_storage", "incoming_destination", "migration_tls", "hypervisor")
+ROLES = ("nfs_shared_storage", "incoming_destination", "migration_tls", "hypervisor", "migrate", "evacuate")
 RECAP_RE = re.compile(r"^(\S+)\s*: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -527,7 +527,7 @@ def test_incoming_destination_refuses_tls_on_one_side_only(tmp_path):
     assert not dst_dir.exists(), "the destination was touched"
 
 
-# -- migrate_one.yml and evacuate_one.yml: the result document and the operator's line, from made-up inputs -------
+# -- the roles migrate and evacuate: the result document and the operator's line, from made-up inputs -------
 
 def task_named(path, suffix):
     """The task of a task file whose name ends with suffix (looked for in blocks and rescues too)."""
@@ -574,14 +574,14 @@ ADAPTED_POSTCOPY = dict(ADAPTED_DOWNTIME, action="postcopy", t_ms=3100)
 
 
 def _one(migration, resumed_at=None, action="migrate", adaptation=None):
-    return {"walm_migration": migration, "_walm_one_where": {"action": action},
-            "_walm_one_dst_vm": {"vm": {"status": "running", "resumed_at": resumed_at}},
-            "_walm_one_adaptation": adaptation or {}, "walm_one_vm": "vm1", "walm_one_destination": "hv2",
-            "walm_one_downtime_limit_ms": 300}
+    return {"_migrate_run": migration, "_migrate_where": {"action": action},
+            "_migrate_dst_vm": {"vm": {"status": "running", "resumed_at": resumed_at}},
+            "_migrate_adaptation": adaptation or {}, "migrate_vm": "vm1", "migrate_destination": "hv2",
+            "migrate_downtime_limit_ms": 300}
 
 
 def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effect(tmp_path):
-    task = task_named(("playbooks", "tasks", "migrate_one.yml"), "Migrated: {{ walm_one_vm }}")
+    task = task_named(("roles", "migrate", "tasks", "main.yml"), "Migrated: {{ migrate_vm }}")
     got = run_task_per_host(tmp_path, task, {
         # The guest-visible downtime (the destination's RESUME less the source's STOP) decides.
         "within": _one(_migration(), resumed_at=1000.25),
@@ -593,7 +593,7 @@ def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effe
         # Recovered post-copy: the resume reports only itself; what the adaptation did before is kept.
         "recovered": _one(_migration(downtime_ms=30, adapt=False, downtime_limit_ms=300), resumed_at=1000.48,
                           adaptation={"adapt": True, "adaptations": [ADAPTED_POSTCOPY], "downtime_limit_ms": 500}),
-    }, {"result": "walm_one_result", "message": "walm_one_message"})
+    }, {"result": "migrate_result", "message": "migrate_message"})
 
     def judged(name):
         r = got[name]["result"]
@@ -611,14 +611,14 @@ def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effe
 
 
 def _evac(result, message="", position=1):
-    return {"walm_evac_vm": {"name": "vm1", "destination": "hv2", "position": position,
+    return {"_evacuate_vm": {"name": "vm1", "destination": "hv2", "position": position,
                              "predicted_total_time_ms": 5000, "predicted_downtime_ms": 20},
-            "_evac_plan": {"plan": {"order": [{}]}}, "_evac_started_at": 0, "walm_one_result": result,
-            "walm_one_message": message}
+            "_evacuate_plan": {"plan": {"order": [{}]}}, "_evacuate_started_at": 0, "migrate_result": result,
+            "migrate_message": message}
 
 
 def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_limit(tmp_path):
-    task = task_named(("playbooks", "tasks", "record_one.yml"), "walm_one_result.status | default('failed')) }}")
+    task = task_named(("roles", "evacuate", "tasks", "record.yml"), "migrate_result.status | default('failed')) }}")
     task["register"] = "_line"
     aborted = ("Migration of vm1 from hv1 to hv2 failed: pre-copy would not converge: pass 1 shrank the remainder "
                "only to 98 %; cancelled. The VM keeps running on hv1.")
@@ -637,21 +637,21 @@ def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_li
 
 
 def test_migrate_one_hands_the_adaptation_options_to_walm_migrate_or_leaves_them_to_it(tmp_path):
-    task = task_named(("playbooks", "tasks", "migrate_one.yml"), "Migrate from the source")
+    task = task_named(("roles", "migrate", "tasks", "main.yml"), "Migrate from the source")
     args = task["walm.qemu.walm_migrate"]
     # The module's arguments as a fact: a value that renders to omit drops out, as it does for the module.
     probe = {"name": "Arguments", "ansible.builtin.set_fact": {"_args": dict(
         (k, args[k]) for k in ("allow_postcopy", "adapt", "expect", "adaptation_actions", "max_downtime_limit_ms"))}}
-    base = {"walm_one_vm": "vm1", "_walm_one_where": {"action": "migrate"}}
+    base = {"migrate_vm": "vm1", "_migrate_where": {"action": "migrate"}}
     expect = {"method": "precopy", "converges": True, "total_time_ms": 850}
     got = run_task_per_host(tmp_path, probe, {
-        # migrate_vm.yml passes what it was given, omit for the rest.
-        "unset": dict(base, walm_one_adapt="{{ omit }}", walm_one_expect="{{ omit }}",
-                      walm_one_adaptation_actions="{{ omit }}", walm_one_max_downtime_limit_ms="{{ omit }}"),
-        "given": dict(base, walm_one_allow_postcopy=False, walm_one_adapt=False, walm_one_expect=expect,
-                      walm_one_adaptation_actions=["downtime", "abort"], walm_one_max_downtime_limit_ms=4000),
-        # evacuate_one.yml: a VM without a decision has no expectation.
-        "undecided": dict(base, walm_one_adapt=True, walm_one_expect=None),
+        # migrate_vm.yml passes what it was given, null for the rest.
+        "unset": dict(base, migrate_adapt=None, migrate_expect=None, migrate_adaptation_actions=None,
+                      migrate_max_downtime_limit_ms=None),
+        "given": dict(base, migrate_allow_postcopy=False, migrate_adapt=False, migrate_expect=expect,
+                      migrate_adaptation_actions=["downtime", "abort"], migrate_max_downtime_limit_ms=4000),
+        # The evacuation: a VM without a decision has no expectation.
+        "undecided": dict(base, migrate_adapt=True, migrate_expect=None),
     }, {"args": "_args"})
     assert got["unset"]["args"] == {"allow_postcopy": True}
     assert got["given"]["args"] == {"allow_postcopy": False, "adapt": False, "expect": expect,

@@ -1,5 +1,5 @@
 """One migration's outcome (plugins/module_utils/outcome.py): the result document and the operator's sentence that
-playbooks/tasks/migrate_one.yml leaves, from what its steps returned."""
+the role walm.qemu.migrate (roles/migrate/tasks/main.yml) leaves, from what its steps returned."""
 
 import pytest
 
