@@ -33,11 +33,13 @@ sys.path.insert(0, os.path.join(ROOT, ".collections"))
 # The calibration's workloads, the console tail, the guest's progress rates, the lab link and the downtime limit.
 from calibrate import CASES as CALIBRATION_CASES  # noqa: E402
 from calibrate import DOWNTIME_LIMIT_MS, LINK_MIB_S, REPORT_INTERVAL_S, ConsoleTail, progress_rates  # noqa: E402
+from ansible_collections.walm.qemu.plugins.module_utils.methods import (  # noqa: E402
+    METHOD_BY_NAME, METHODS, ON_TIMEOUT_BY_NAME)
 
 BENCHMARK_VERSION = 2
-METHODS = ("precopy", "postcopy", "hybrid")
-STRATEGIES = ("precopy", "postcopy", "hybrid", "random", "peer", "walm", "walm-static", "walm-balanced")
-BASELINES = ("precopy", "postcopy", "hybrid", "random", "peer")
+# Every method run as it is (a strategy of its own), then the policies.
+STRATEGIES = METHODS + ("random", "peer", "walm", "walm-static", "walm-balanced")
+BASELINES = METHODS + ("random", "peer")
 # WALM's strategies: walm_decide's objective, and whether walm_migrate checks the run against the decision's
 # expectation and adapts it (switch to post-copy, raise the downtime limit, throttle, abort) when it diverges.
 # walm-static is walm's decision run as decided: walm / walm-static is what the adaptation buys. Every other
@@ -92,7 +94,7 @@ CASES.update(ADVERSARIAL_CASES)  # reported after the seven
 HYBRID_SWITCH_AFTER_PASSES = 1
 # Pre-copy that has not converged after this long is cancelled (the VM keeps running on the source): a failure.
 PRECOPY_TIMEOUT_S = 30
-# Post-copy and hybrid: only a guard (the timeout applies before the switch; neither needs it in the lab).
+# Methods that switch to post-copy: only a guard (the timeout applies before the switch; none needs it in the lab).
 POSTCOPY_TIMEOUT_S = 120
 # Peer policy (Nova / KubeVirt): pre-copy, forced into post-copy after a completion timeout that scales with RAM.
 # Nova: live_migration_completion_timeout 800 s per GiB; KubeVirt: completionTimeoutPerGiB 150 s. The lab uses
@@ -914,11 +916,9 @@ def migration_plan(strategy, method=None, switch=None, memory_mib=512, peer_per_
     """walm_migrate's settings for one run: (method, switch_after_passes, timeout_s, on_timeout)."""
     if strategy == "peer":
         return "precopy", None, peer_timeout_s(memory_mib, peer_per_gib), "postcopy"
-    if method == "precopy":
-        return "precopy", None, PRECOPY_TIMEOUT_S, "abort"
-    if method == "hybrid":
-        return "hybrid", switch or HYBRID_SWITCH_AFTER_PASSES, POSTCOPY_TIMEOUT_S, "abort"
-    return "postcopy", None, POSTCOPY_TIMEOUT_S, "abort"
+    m = METHOD_BY_NAME[method]
+    return (method, (switch or HYBRID_SWITCH_AFTER_PASSES) if m.switch_point else None,
+            POSTCOPY_TIMEOUT_S if m.postcopy else PRECOPY_TIMEOUT_S, "abort")
 
 
 def migrate_vars(strategy, method, switch, timeout_s, on_timeout, expectation=None, max_downtime_limit_ms=None):
@@ -930,7 +930,7 @@ def migrate_vars(strategy, method, switch, timeout_s, on_timeout, expectation=No
           "walm_adapt": adapt}
     if strategy in WALM_STRATEGIES and expectation is not None:
         ev["walm_expect"] = expectation
-    if not adapt and method == "precopy" and on_timeout == "abort":
+    if not adapt and not METHOD_BY_NAME[method].postcopy and not ON_TIMEOUT_BY_NAME[on_timeout].postcopy:
         ev["walm_allow_postcopy"] = False  # a fixed pre-copy negotiates no post-copy it cannot use, as before
     if adapt and max_downtime_limit_ms:
         ev["walm_max_downtime_limit_ms"] = max_downtime_limit_ms

@@ -23,7 +23,10 @@ sys.path.insert(0, os.path.join(ROOT, ".collections"))
 
 import lab  # noqa: E402
 import walmlab  # noqa: E402  (the test helpers: playbooks and modules over SSH, console parsing)
+from ansible_collections.walm.qemu.plugins.module_utils.decide_defaults import (  # noqa: E402
+    OBJECTIVE_BY_NAME, OBJECTIVES)
 from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide  # noqa: E402
+from ansible_collections.walm.qemu.plugins.module_utils.methods import METHOD_BY_NAME, METHODS  # noqa: E402
 
 LINK_MIB_S = 114.0  # the lab link as measured: 119.7 MB/s (docs/lab.md)
 
@@ -37,7 +40,6 @@ CASES = {
     "rset-large": ("rset", {"wset_mib": 384, "rate_mib_s": 256, "write_pct": 1}, "read_mib_s"),
     "net": ("net", {"net_rate_mbit": 100}, "rate_mbit"),
 }
-METHODS = ("precopy", "postcopy", "hybrid")
 KEYS = ("slowdown_exposure", "disruption")
 REPORT_INTERVAL_S = 1.0  # the guest workloads print one progress line a second (guest/src/walm_common.h)
 
@@ -115,7 +117,7 @@ def decisions_for(entry):
     """walm_decide for both objectives on one stored probe entry (walm_decide is pure computation: call its
     engine with the module's defaults)."""
     decisions = {}
-    for objective in ("urgent", "balanced"):
+    for objective in OBJECTIVES:
         params = {"probe": entry, "link_bandwidth_mib_s": LINK_MIB_S, "link_latency_ms": 0.1,
                   "downtime_limit_ms": DOWNTIME_LIMIT_MS, "allow_postcopy": True, "objective": objective,
                   "time_budget_s": None, "safety_margin_pct": 10, "thresholds": {}, "rules": [], "max_passes": 30,
@@ -202,7 +204,8 @@ def predicted(r, objective="urgent"):
     params = {"probe": entry_of(r), "link_bandwidth_mib_s": LINK_MIB_S, "link_latency_ms": 0.1,
               "downtime_limit_ms": DOWNTIME_LIMIT_MS, "objective": objective, "safety_margin_pct": 10,
               "rules": [{"when": "`true`", "method": r["method"],
-                         "switch_after_passes": r.get("switch_after_passes") if r["method"] == "hybrid" else None}]}
+                         "switch_after_passes": r.get("switch_after_passes")
+                         if METHOD_BY_NAME[r["method"]].switch_point else None}]}
     return decide(params)["predictions"][r["method"]]
 
 
@@ -237,22 +240,21 @@ def best_measured(per_method, objective, key="disruption"):
     # A measured downtime within 10 % of the limit counts as keeping it (run-to-run noise is that large).
     fit = dict((m, v) for m, v in done.items() if v["dt"] <= DOWNTIME_LIMIT_MS * 1.10) or done
     fastest = min(v["tmt"] for v in fit.values())
-    if objective == "urgent":
+    if not OBJECTIVE_BY_NAME[objective].time_budget:
         band = [m for m, v in fit.items() if v["tmt"] <= fastest * 1.10]
     else:
         band = [m for m, v in fit.items() if v["tmt"] <= fastest * 3.0]
-    order = {"precopy": 0, "hybrid": 1, "postcopy": 2}
-    return min(band, key=lambda m: (fit[m][key], order[m]))
+    return min(band, key=lambda m: (fit[m][key], METHOD_BY_NAME[m].safety_rank))
 
 
 def aggregate(records):
     """Per case: per method the means of the completed runs, the current model's prediction, the choices."""
     cases = {}
     for r in records:
-        c = cases.setdefault(r["case"], {"runs": {}, "choices": {"urgent": [], "balanced": []}, "probe": []})
+        c = cases.setdefault(r["case"], {"runs": {}, "choices": dict((o, []) for o in OBJECTIVES), "probe": []})
         c["runs"].setdefault(r["method"], []).append(r)
         c["probe"].append(r["probe"])
-        for objective in ("urgent", "balanced"):
+        for objective in OBJECTIVES:
             c["choices"][objective].append(decisions_for(entry_of(r))[objective]["method"])
     out = {}
     for case, c in cases.items():
@@ -279,7 +281,7 @@ def aggregate(records):
                      "chosen": chosen, "choices": c["choices"],
                      "best": dict(((o, key), best_measured(dict((m, v) for m, v in per_method.items()
                                                                 if not m.endswith("_runs")), o, key))
-                                  for o in ("urgent", "balanced") for key in KEYS)}
+                                  for o in OBJECTIVES for key in KEYS)}
     return out
 
 
@@ -324,7 +326,7 @@ def table(records):
         if case not in agg:
             continue
         a = agg[case]
-        for o in ("urgent", "balanced"):
+        for o in OBJECTIVES:
             votes = a["choices"][o]
             note = "" if len(set(votes)) == 1 else " (%s)" % ", ".join(
                 "%s %d" % (m, votes.count(m)) for m in METHODS if m in votes)
@@ -350,7 +352,7 @@ def _equivalent(a, chosen, best, objective, key):
     """The chosen method does as well as the best by the objective: within 10 % of its TMT for `urgent` and
     costing no more than 10 % (or 50 ms) more by `key`."""
     c, b = a["measured"][chosen], a["measured"][best]
-    if objective == "urgent" and c["tmt"] > b["tmt"] * 1.10:
+    if not OBJECTIVE_BY_NAME[objective].time_budget and c["tmt"] > b["tmt"] * 1.10:
         return False
     return c[key] <= max(b[key] * 1.10, b[key] + 50)
 

@@ -37,6 +37,7 @@ from __future__ import absolute_import, division, print_function
 import math
 
 from .errors import WalmError
+from .methods import METHOD_BY_NAME
 
 MIB = 1024.0 * 1024.0
 ACTIONS = ("postcopy", "downtime", "throttle", "abort")
@@ -165,7 +166,8 @@ def project(m, elapsed_ms):
 class Monitor(object):
     """Watches one migration's snapshots; observe() returns the actions to carry out now (usually none).
 
-    method: precopy or hybrid (post-copy has no pre-copy to check). postcopy_possible: postcopy-ram was negotiated.
+    method: one that adapts (methods.py: precopy, hybrid; post-copy has no pre-copy to check). A method that
+    switches to post-copy anyway switches early instead of the actions. postcopy_possible: postcopy-ram was negotiated.
     throttle_possible: auto-converge is on. The downtime limits are the operator's (not QEMU's) values.
     """
 
@@ -188,7 +190,7 @@ class Monitor(object):
         self.passes = []  # every measured pass (public fields)
         self._boundary = None
         self._throttle_until = None
-        self.done = method not in ("precopy", "hybrid")
+        self.done = not (method in METHOD_BY_NAME and METHOD_BY_NAME[method].adapts)
 
     @property
     def qemu_limit_ms(self):
@@ -242,8 +244,8 @@ class Monitor(object):
             why = ("after pass %d pre-copy is projected to end at %.1f s (%d more passes at %.1f MiB/s dirtied), "
                    "past the %.1f s budget" % (m["pass"], projected_ms / 1000.0, passes, m["dirty_rate_mib_s"],
                                                self.budget_ms / 1000.0))
-        if self.method == "hybrid":
-            return [self._record(m, "postcopy", "hybrid switches early: " + why)]
+        if METHOD_BY_NAME[self.method].postcopy:  # it was going to switch anyway
+            return [self._record(m, "postcopy", "%s switches early: %s" % (self.method, why))]
         for action in self.actions:
             if not self._usable(action):
                 continue

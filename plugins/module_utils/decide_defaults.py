@@ -18,8 +18,21 @@ docs/decide.md carries the same tables with the reasoning behind each value.
 
 from __future__ import absolute_import, division, print_function
 
-METHODS = ("precopy", "postcopy", "hybrid")
-OBJECTIVES = ("urgent", "balanced")
+from collections import namedtuple
+
+# The objectives walm_decide chooses by (its option `objective`; docs/decide.md).
+# time_budget: False - the fastest method within the downtime limit, the least disruptive among those within
+#   tmt_tolerance_pct of it, and pre-copy when it is within safety_margin_pct of that one's time (`urgent`).
+#   True - the least disruptive method that finishes within the time budget (time_budget_s, else
+#   balanced_budget_factor x the fastest), and pre-copy when within safety_margin_pct of its disruption (`balanced`).
+Objective = namedtuple("Objective", "name time_budget")
+
+OBJECTIVE_TABLE = (
+    Objective("urgent", time_budget=False),
+    Objective("balanced", time_budget=True),
+)
+OBJECTIVES = tuple(o.name for o in OBJECTIVE_TABLE)
+OBJECTIVE_BY_NAME = dict((o.name, o) for o in OBJECTIVE_TABLE)
 
 THRESHOLDS = {
     # --- classification ---------------------------------------------------------------------------------

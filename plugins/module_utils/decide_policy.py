@@ -18,9 +18,10 @@ from __future__ import absolute_import, division, print_function
 import copy
 import math
 
-from .decide_defaults import METHODS, OBJECTIVES, OPTIONS, THRESHOLDS
+from .decide_defaults import OBJECTIVE_BY_NAME, OBJECTIVES, OPTIONS, THRESHOLDS
 from .decide_model import Model, ModelInput, as_number, model_params
 from .errors import WalmError
+from .methods import METHOD_BY_NAME, METHODS
 
 try:
     import jmespath
@@ -30,9 +31,6 @@ try:
 except ImportError:  # pragma: no cover - the collection's requirements install it
     HAS_JMESPATH = False
 
-NAMES = {"precopy": "pre-copy", "postcopy": "post-copy", "hybrid": "hybrid"}
-# Ties go to the method that can still fall back to the source, then to the one with the least post-copy.
-SAFETY_ORDER = {"precopy": 0, "hybrid": 1, "postcopy": 2}
 RULE_KEYS = ("when", "method", "reason", "switch_after_passes")
 
 
@@ -169,13 +167,14 @@ def compile_rules(rules, allow_postcopy=True):
         method = rule.get("method")
         if method not in METHODS:
             raise WalmError("rule %d: unknown method %r; choose one of %s" % (index, method, ", ".join(METHODS)))
-        if method != "precopy" and not allow_postcopy:
+        if METHOD_BY_NAME[method].postcopy and not allow_postcopy:
             raise WalmError("rule %d chooses %s, which runs post-copy, but allow_postcopy is false; allow "
                             "post-copy or change the rule" % (index, method))
         switch = rule.get("switch_after_passes")
         if switch is not None:
-            if method != "hybrid":
-                raise WalmError("rule %d: switch_after_passes applies to method hybrid only" % index)
+            if not METHOD_BY_NAME[method].switch_point:
+                raise WalmError("rule %d: switch_after_passes applies to method %s only" % (index, " or ".join(
+                    m for m in METHODS if METHOD_BY_NAME[m].switch_point)))
             switch = int(as_number(switch, "rule %d switch_after_passes" % index, minimum=1))
         try:
             expression = jmespath.compile(when)
@@ -265,7 +264,8 @@ def _disruption(pred, weight):
 
 def _least_disruptive(weight):
     """Sort key: least disruption, then the fastest, then the safest method, then the latest switch."""
-    return lambda p: (round(_disruption(p, weight), 3), round(p["total_time_ms"], 3), SAFETY_ORDER[p["method"]],
+    return lambda p: (round(_disruption(p, weight), 3), round(p["total_time_ms"], 3),
+                      METHOD_BY_NAME[p["method"]].safety_rank,
                       -(p.get("switch_after_passes") or 0))
 
 
@@ -284,7 +284,7 @@ def _urgent_band(candidates, limit_ms, thresholds):
 
 def _rank(candidates, objective, limit_ms, budget_ms, thresholds):
     """The best candidate by the objective, or None when none completes within the limits."""
-    if objective == "urgent":
+    if not OBJECTIVE_BY_NAME[objective].time_budget:
         fit = _urgent_band(candidates, limit_ms, thresholds)
     else:
         fit = [c for c in _within_limit(candidates, limit_ms) if c["total_time_ms"] <= budget_ms]
@@ -296,18 +296,19 @@ def _pct(x):
 
 
 def _label(pred):
-    if pred["method"] != "hybrid":
-        return NAMES[pred["method"]]
+    method = METHOD_BY_NAME[pred["method"]]
+    if not method.switch_point:
+        return method.label
     if pred.get("completes_as_precopy"):
-        return "hybrid (completes as pre-copy)"
-    return "hybrid (post-copy after pass %d)" % pred["switch_after_passes"]
+        return "%s (completes as pre-copy)" % method.label
+    return "%s (post-copy after pass %d)" % (method.label, pred["switch_after_passes"])
 
 
 def _describe(pred, limit_ms):
     """One sentence on a method's prediction."""
     label = _label(pred)
     text = "%s: %s, downtime %s" % (label[0].upper() + label[1:], _s(pred["total_time_ms"]), _ms(pred["downtime_ms"]))
-    if pred["method"] == "precopy" or pred.get("completes_as_precopy"):
+    if not METHOD_BY_NAME[pred["method"]].postcopy or pred.get("completes_as_precopy"):
         text += ", %d passes" % pred["passes"]
     if pred["postcopy_exposure_ms"] > 0:
         text += ", ~%d remote page faults, guest slowed ~%s, %s exposed in post-copy" % (
@@ -457,6 +458,7 @@ class _Choice(object):
         self.mparams = mparams
         self.limit = opts["downtime_limit_ms"]
         self.objective = opts["objective"]
+        self.budgeted = OBJECTIVE_BY_NAME[self.objective].time_budget
         self.weight = thresholds["postcopy_exposure_weight"]
         allow_post = opts["allow_postcopy"]
         # The default time budget scales with the fastest allowed method (any method, if none is allowed).
@@ -475,10 +477,10 @@ class _Choice(object):
 
     def meets(self, pred):
         return bool(pred["converges"]) and pred["downtime_ms"] <= self.limit and (
-            self.objective == "urgent" or pred["total_time_ms"] <= self.budget_ms)
+            not self.budgeted or pred["total_time_ms"] <= self.budget_ms)
 
     def goal(self):
-        if self.objective == "urgent":
+        if not self.budgeted:
             return "the VM off the host fastest within the %s downtime limit" % _ms(self.limit)
         return "the least disruption within the %s time budget and the %s downtime limit" % (
             _s(self.budget_ms), _ms(self.limit))
@@ -496,27 +498,27 @@ class _Choice(object):
         return best, True, sentences
 
     def _why(self, best):
-        if self.objective == "balanced":
-            return ("Objective balanced: %s disrupts the guest least (downtime %s, slowdown %s, %s in post-copy) "
+        if self.budgeted:
+            return ("Objective %s: %s disrupts the guest least (downtime %s, slowdown %s, %s in post-copy) "
                     "among the methods that finish within the %s time budget%s."
-                    % (_label(best), _ms(best["downtime_ms"]), _pct(best["guest_slowdown_pct"]),
+                    % (self.objective, _label(best), _ms(best["downtime_ms"]), _pct(best["guest_slowdown_pct"]),
                        _s(best["postcopy_exposure_ms"]), _s(self.budget_ms),
                        "" if self.opts["time_budget_s"] is not None else
                        " (%s x the fastest method; set time_budget_s to choose it)"
                        % _n(self.t["balanced_budget_factor"])))
         band = _urgent_band(self.candidates, self.limit, self.t)
         if len(band) == 1:
-            return ("Objective urgent: %s is the fastest within the %s downtime limit (%s)."
-                    % (_label(best), _ms(self.limit), _s(best["total_time_ms"])))
+            return ("Objective %s: %s is the fastest within the %s downtime limit (%s)."
+                    % (self.objective, _label(best), _ms(self.limit), _s(best["total_time_ms"])))
         # A hybrid that completes as pre-copy is pre-copy: name it once.
         names = ["%s (%s)" % (_label(c), _s(c["total_time_ms"])) for c in band
                  if not (c.get("completes_as_precopy") and self.pre in band)]
         if len(names) == 1:
-            return ("Objective urgent: %s is the fastest within the %s downtime limit (%s)."
-                    % (_label(best), _ms(self.limit), _s(best["total_time_ms"])))
-        return ("Objective urgent: %s and %s are within %s %% of the fastest; %s disrupts the guest least "
+            return ("Objective %s: %s is the fastest within the %s downtime limit (%s)."
+                    % (self.objective, _label(best), _ms(self.limit), _s(best["total_time_ms"])))
+        return ("Objective %s: %s and %s are within %s %% of the fastest; %s disrupts the guest least "
                 "(downtime %s, slowdown %s, %s in post-copy)."
-                % (", ".join(names[:-1]), names[-1], _n(self.t["tmt_tolerance_pct"]), _label(best),
+                % (self.objective, ", ".join(names[:-1]), names[-1], _n(self.t["tmt_tolerance_pct"]), _label(best),
                    _ms(best["downtime_ms"]), _pct(best["guest_slowdown_pct"]), _s(best["postcopy_exposure_ms"])))
 
     def _safety(self, best):
@@ -524,7 +526,7 @@ class _Choice(object):
         pre, margin = self.pre, self.opts["safety_margin_pct"]
         if best is pre or best.get("completes_as_precopy") or not self.meets(pre):
             return None
-        if self.objective == "urgent":
+        if not self.budgeted:
             if pre["total_time_ms"] > best["total_time_ms"] * (1 + margin / 100.0):
                 return None
             mine, theirs = _s(pre["total_time_ms"]), _s(best["total_time_ms"])
@@ -548,7 +550,7 @@ class _Choice(object):
                 "it timeout_s ends it and its timeout action applies. To move this VM, allow post-copy, reduce the guest's load or give the migration "
                 "more bandwidth." % self.goal()]
         if not fitting:
-            best = min(finishing, key=lambda p: (round(p["downtime_ms"], 3), SAFETY_ORDER[p["method"]],
+            best = min(finishing, key=lambda p: (round(p["downtime_ms"], 3), METHOD_BY_NAME[p["method"]].safety_rank,
                                                  p["total_time_ms"]))
             return best, False, [
                 "No method meets the goal: none keeps the downtime within the %s limit (the switchover alone takes "
@@ -594,7 +596,7 @@ def _apply_rule(rule, choice, model, chosen):
     forced = {"precopy": choice.pre, "postcopy": choice.post, "hybrid": choice.hybrid}[rule["method"]]
     if rule["method"] == "hybrid" and rule["switch_after_passes"]:
         forced = model.hybrid(rule["switch_after_passes"], choice.t["precopy_max_dirty_pct_of_link"])
-    text = "Operator rule %d (`%s`) chooses %s%s" % (rule["index"], rule["when"], NAMES[rule["method"]],
+    text = "Operator rule %d (`%s`) chooses %s%s" % (rule["index"], rule["when"], METHOD_BY_NAME[rule["method"]].label,
                                                      ": " + rule["reason"] if rule["reason"] else "")
     text = text.rstrip(".") + "."
     if forced is not chosen:
@@ -686,7 +688,7 @@ def decide(params):
         "changed": False,
         "vm": measures["name"],
         "method": best["method"],
-        "switch_after_passes": best["switch_after_passes"] if best["method"] == "hybrid" else None,
+        "switch_after_passes": best["switch_after_passes"] if METHOD_BY_NAME[best["method"]].switch_point else None,
         "meets_goal": meets_goal,
         "objective": opts["objective"],
         "reasons": decision + _evidence(choice, cls, measures, link, sources, thresholds, mparams),
@@ -696,9 +698,8 @@ def decide(params):
         "model_inputs": sources,
         "policy": {"objective": opts["objective"], "downtime_limit_ms": int(round(limit)),
                    "allow_postcopy": allow_post,
-                   "time_budget_s": (round(choice.budget_ms / 1000.0, 3) if opts["objective"] == "balanced"
-                                     else None),
-                   "time_budget_source": (None if opts["objective"] == "urgent" else "time_budget_s"
+                   "time_budget_s": round(choice.budget_ms / 1000.0, 3) if choice.budgeted else None,
+                   "time_budget_source": (None if not choice.budgeted else "time_budget_s"
                                           if opts["time_budget_s"] is not None else "balanced_budget_factor"),
                    "safety_margin_pct": opts["safety_margin_pct"], "max_passes": opts["max_passes"]},
         "model": mparams,
@@ -720,5 +721,5 @@ def _expectation(best, inp, opts, choice):
         "link_bandwidth_mib_s": round(inp.bandwidth_mib_s, 2),
         "objective": opts["objective"],
         # balanced allows the migration its time budget; urgent only the prediction's slack (walm_migrate's).
-        "budget_ms": int(round(choice.budget_ms)) if opts["objective"] == "balanced" else None,
+        "budget_ms": int(round(choice.budget_ms)) if choice.budgeted else None,
     }

@@ -29,14 +29,36 @@ The plan, for one source host with one migration link:
 
 from __future__ import absolute_import, division, print_function
 
+from collections import namedtuple
+
 from .adaptation import THROTTLE_PASSES, check_actions
 from .decide_policy import decide_each
 from .errors import WalmError
+from .methods import METHOD_BY_NAME, METHODS, ON_TIMEOUT, ON_TIMEOUT_BY_NAME
 
-POLICIES = ("walm", "naive")
-METHODS = ("precopy", "postcopy", "hybrid")
-ON_TIMEOUT = ("abort", "postcopy")
-METHOD_NAMES = {"precopy": "pre-copy", "postcopy": "post-copy", "hybrid": "hybrid"}
+# The evacuation policies (walm_plan's `policy`, the playbook's walm_evacuate_policy).
+# method: the method every VM gets, or None for the method walm_decide chose for it.
+# by_prediction: shortest predicted TMT first (VMs without a prediction last), else the source's listing order.
+# adapt: its migrations run with the run-time adaptation (where adapt allows it).
+# order_reason: the plan's sentence on its order.
+# position: why each VM is where it is in the plan, or None to say its predicted TMT.
+# why: the plan table's `why` of a VM with a decision, or None for the decision's first reason.
+Policy = namedtuple("Policy", "name method by_prediction adapt order_reason position why")
+
+POLICY_TABLE = (
+    Policy("walm", method=None, by_prediction=True, adapt=True,
+           order_reason="Order: shortest predicted total migration time (TMT) first, each VM by the method "
+                        "walm_decide chose. On one shared migration link the host is empty after about the sum of "
+                        "the TMTs whatever the order; shortest first gets the most VMs off the host earliest.",
+           position=None, why=None),
+    # The baseline to compare with.
+    Policy("naive", method="precopy", by_prediction=False, adapt=False,
+           order_reason="Order: the source's listing order, every VM by pre-copy (naive policy, as Nova, KubeVirt, "
+                        "oVirt and Proxmox evacuate); kept for comparison with the walm policy.",
+           position="listing order, by pre-copy (naive policy)", why="listing order, pre-copy (naive)"),
+)
+POLICIES = tuple(p.name for p in POLICY_TABLE)
+POLICY_BY_NAME = dict((p.name, p) for p in POLICY_TABLE)
 
 # A VM whose record says it is one of these is not a running guest to move.
 _NOT_MOVABLE_STATUS = {
@@ -147,8 +169,8 @@ def _candidate(name, info, probe, probe_error, decision, policy, run):
          "method": "precopy", "switch_after_passes": None, "on_timeout": run["on_timeout"],
          "predicted_total_time_ms": None, "predicted_downtime_ms": None, "predicted_outcome": "unknown",
          "decided": False, "heavy": False, "decision_reasons": [], "reasons": [], "meets_goal": None,
-         # naive is the baseline: pre-copy as it comes, no run-time check.
-         "adapt": bool(run["adapt"]) and policy != "naive", "expectation": None}
+         # A baseline policy (naive) runs its migrations as they come, without the run-time check.
+         "adapt": bool(run["adapt"]) and policy.adapt, "expectation": None}
     if decision is not None and decision.get("failed"):
         c["reasons"].append("walm_decide failed for it (%s): it goes last, by pre-copy, which can fall back to "
                             "the source." % (decision.get("msg") or "no message"))
@@ -167,12 +189,13 @@ def _candidate(name, info, probe, probe_error, decision, policy, run):
              meets_goal=decision.get("meets_goal"))
     c["class"] = class_text(cls)
     write_heavy = cls.get("access") == "write-intensive"
-    if policy == "naive":
-        method = "precopy"
+    if policy.method is not None:
+        method = policy.method
     else:
-        c["switch_after_passes"] = decision.get("switch_after_passes") if method == "hybrid" else None
+        c["switch_after_passes"] = (decision.get("switch_after_passes") if METHOD_BY_NAME[method].switch_point
+                                    else None)
     c["method"] = method
-    c["heavy"] = write_heavy or method != "precopy"
+    c["heavy"] = write_heavy or METHOD_BY_NAME[method].postcopy
     # What walm_migrate checks this migration against: the decision's, when it is about the method that runs.
     expectation = decision.get("expectation")
     if isinstance(expectation, dict) and expectation.get("method") == method:
@@ -200,7 +223,7 @@ def _adaptation_step(c, run):
 
 def _postcopy_possible(run):
     """postcopy-ram is negotiated when post-copy is allowed or is the timeout action (migration.needs_postcopy)."""
-    return run["allow_postcopy"] or run["on_timeout"] == "postcopy"
+    return run["allow_postcopy"] or ON_TIMEOUT_BY_NAME[run["on_timeout"]].postcopy
 
 
 def _not_converging(c, pred, post, run):
@@ -251,7 +274,7 @@ def _not_converging(c, pred, post, run):
         return
     # Without a decisive adaptation it runs until timeout_s, then aborts or switches to post-copy.
     c["predicted_total_time_ms"] = timeout_ms
-    if run["on_timeout"] == "postcopy":
+    if ON_TIMEOUT_BY_NAME[run["on_timeout"]].postcopy:
         c["predicted_outcome"] = "timeout-postcopy"
         c["predicted_total_time_ms"] += int(post.get("total_time_ms") or 0)
         c["predicted_downtime_ms"] = post.get("downtime_ms")
@@ -278,7 +301,7 @@ def _mean_wait_ms(tmts):
 
 
 def _order(cands, policy, listing):
-    if policy == "naive":
+    if not policy.by_prediction:
         return sorted(cands, key=lambda c: listing.index(c["name"]))
 
     def key(c):
@@ -354,9 +377,10 @@ def plan(params):
     policy = params.get("policy") or "walm"
     if policy not in POLICIES:
         raise WalmError("policy must be one of %s, got %r (walm_evacuate_policy)" % (", ".join(POLICIES), policy))
+    pol = POLICY_BY_NAME[policy]
     on_timeout = params.get("on_timeout") or "abort"
     if on_timeout not in ON_TIMEOUT:
-        raise WalmError("on_timeout must be abort or postcopy, got %r (walm_on_timeout)" % on_timeout)
+        raise WalmError("on_timeout must be %s, got %r (walm_on_timeout)" % (" or ".join(ON_TIMEOUT), on_timeout))
     concurrency = params.get("concurrency")
     concurrency = 1 if concurrency is None else int(_num(concurrency, "concurrency (walm_concurrency)", 1))
     timeout_s = params.get("timeout_s")
@@ -396,7 +420,7 @@ def plan(params):
         if status in _NOT_MOVABLE_STATUS:
             not_evacuable.append({"name": name, "reason": _NOT_MOVABLE_STATUS[status]})
             continue
-        cands.append(_candidate(name, v, probes.get(name), probe_errors.get(name), decisions.get(name), policy,
+        cands.append(_candidate(name, v, probes.get(name), probe_errors.get(name), decisions.get(name), pol,
                                 run))
     for name, p in sorted(probes.items()):
         if name not in info:
@@ -404,26 +428,26 @@ def plan(params):
                                   "has no definition to start its destination from; move or stop it by hand"
                                   % (p.get("vm") or {}).get("pid")})
 
-    order, unplaced = _place(_order(cands, policy, listing), dests, source)
+    order, unplaced = _place(_order(cands, pol, listing), dests, source)
     waves = _waves(order, concurrency)
     n = len(order)
     for i, c in enumerate(order):
         c["position"] = i + 1
-        if policy == "naive":
-            lead = "Position %d of %d: listing order, by pre-copy (naive policy)." % (i + 1, n)
+        if pol.position is not None:
+            lead = "Position %d of %d: %s." % (i + 1, n, pol.position)
         elif c["predicted_total_time_ms"] is None:
             lead = "Position %d of %d: no predicted TMT, so after the VMs that have one." % (i + 1, n)
         else:
             lead = ("Position %d of %d: predicted TMT %s by %s; shorter migrations go first so the most VMs are "
                     "off the host earliest." % (i + 1, n, _s(c["predicted_total_time_ms"]),
-                                                METHOD_NAMES[c["method"]]))
+                                                METHOD_BY_NAME[c["method"]].label))
         c["reasons"].insert(0, lead)
 
     known = [c["predicted_total_time_ms"] for c in order if c["predicted_total_time_ms"] is not None]
     total_ms = sum(known)
     stays = [c["name"] for c in order if c["predicted_outcome"] in ("timeout-abort", "adapt-abort")]
     unknown = [c["name"] for c in order if c["predicted_total_time_ms"] is None]
-    reasons = _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_ms, stays, unknown,
+    reasons = _plan_reasons(pol, run, order, listing, concurrency, waves, dests, total_ms, stays, unknown,
                             skipped, not_evacuable, unplaced)
     return {
         "source": source,
@@ -439,7 +463,7 @@ def plan(params):
         "unplaced": unplaced,
         "on_timeout": on_timeout,
         "timeout_s": timeout_s,
-        "adapt": run["adapt"] and policy != "naive",
+        "adapt": run["adapt"] and pol.adapt,
         "allow_postcopy": run["allow_postcopy"],
         "adaptation_actions": list(run["adaptation_actions"]),
         "predicted_migration_time_s": round(total_ms / 1000.0, 3),
@@ -454,23 +478,17 @@ def plan(params):
 
 def _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_ms, stays, unknown, skipped,
                   not_evacuable, unplaced):
-    out = []
-    if policy == "walm":
-        out.append("Order: shortest predicted total migration time (TMT) first, each VM by the method walm_decide "
-                   "chose. On one shared migration link the host is empty after about the sum of the TMTs whatever "
-                   "the order; shortest first gets the most VMs off the host earliest.")
+    out = [policy.order_reason]
+    if policy.by_prediction:
         timed = [c for c in order if c["predicted_total_time_ms"] is not None]
         if len(timed) == len(order) and len(order) > 1:
             listed = sorted(timed, key=lambda c: listing.index(c["name"]))
             out.append("Mean time until a VM is off the host: predicted %s in this order, %s in listing order."
                        % (_s(_mean_wait_ms([c["predicted_total_time_ms"] for c in timed])),
                           _s(_mean_wait_ms([c["predicted_total_time_ms"] for c in listed]))))
-    else:
-        out.append("Order: the source's listing order, every VM by pre-copy (naive policy, as Nova, KubeVirt, oVirt "
-                   "and Proxmox evacuate); kept for comparison with the walm policy.")
-    if policy == "naive":
-        out.append("No run-time adaptation (naive is the baseline): a pre-copy runs until it converges or "
-                   "timeout_s ends it.")
+    if not policy.adapt:
+        out.append("No run-time adaptation (%s is the baseline): a pre-copy runs until it converges or "
+                   "timeout_s ends it." % policy.name)
     elif run["adapt"]:
         out.append("Run-time adaptation: walm_migrate checks each pre-copy (and a hybrid's pre-copy phase) against "
                    "its prediction at every pass boundary and, when it stops converging, acts in this order: %s%s."
@@ -501,9 +519,10 @@ def _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_
             d["name"], d["free_mib"], d["capacity_source"], d["free_mib_left"],
             ", ".join(d["vms"]) if d["vms"] else "no VM") for d in dests))
     if stays:
-        fixes = [fix for needed, fix in ((policy == "naive", "policy walm"),
+        fixes = [fix for needed, fix in ((policy.method is not None or not policy.adapt, "policy walm"),
                                          (not run["allow_postcopy"], "allow post-copy (walm_allow_postcopy)"),
-                                         (run["on_timeout"] != "postcopy", "on_timeout postcopy"),
+                                         (not ON_TIMEOUT_BY_NAME[run["on_timeout"]].postcopy,
+                                          "on_timeout postcopy"),
                                          (_postcopy_possible(run) and any(
                                              c["predicted_outcome"] == "adapt-abort" for c in order),
                                           "postcopy before abort in walm_adaptation_actions"))
@@ -553,8 +572,9 @@ def plan_table(p):
 
 
 def _method_text(c):
-    if c["method"] == "hybrid" and c.get("switch_after_passes"):
-        return "hybrid/%d" % c["switch_after_passes"]
+    method = METHOD_BY_NAME.get(c["method"])
+    if method is not None and method.switch_point and c.get("switch_after_passes"):
+        return "%s/%d" % (c["method"], c["switch_after_passes"])
     return c["method"]
 
 
@@ -565,13 +585,14 @@ def _plan_why(p, c):
     extra = [r for r in c["reasons"] if r.startswith("Pre-copy is predicted not to converge")]
     if extra:
         return extra[0]
-    if p["policy"] == "naive":
-        return "listing order, pre-copy (naive)"
+    policy = POLICY_BY_NAME.get(p["policy"])
+    if policy is not None and policy.why is not None:
+        return policy.why
     return c["decision_reasons"][0] if c["decision_reasons"] else c["reasons"][0]
 
 
 def adaptation_text(result):
-    """What the run-time adaptation did in one migration (walm_migrate's result or migrate_one.yml's), in a
+    """What the run-time adaptation did in one migration (walm_migrate's result or the role walm.qemu.migrate's), in a
     phrase: 'adapted: postcopy at 2.40 s (pass 1: ...)' and any later actions; '' when it did nothing."""
     adaptations = [a for a in ((result or {}).get("adaptations") or []) if isinstance(a, dict)]
     if not adaptations:
@@ -585,7 +606,7 @@ def adaptation_text(result):
 
 
 def _downtime_seen(result):
-    """The downtime migrate_one.yml judged against the limit: the guest-visible one, else QEMU's."""
+    """The downtime the role walm.qemu.migrate judged against the limit: the guest-visible one, else QEMU's."""
     if result.get("guest_visible_downtime_ms") is not None:
         return result["guest_visible_downtime_ms"], "guest-visible"
     return result.get("downtime_ms"), "QEMU"
@@ -601,7 +622,7 @@ def _where(result):
     status = result.get("status")
     if status == "completed":
         return "destination"
-    # migrate_one.yml's reading of both hosts after the failure (filter walm.qemu.whereabouts).
+    # the role walm.qemu.migrate's reading of both hosts after the failure (filter walm.qemu.whereabouts).
     if result.get("whereabouts") == "recover" or (result.get("rolled_back") is False and not result.get("where")):
         return "split between source and destination (post-copy): recover it"
     if result.get("where") and result["where"] != "source":
@@ -617,7 +638,7 @@ def summarize(p, results, started_at=None, migrations_started_at=None):
     got = {}
     for i, r in enumerate(results or []):
         if not isinstance(r, dict) or not r.get("vm"):
-            raise WalmError("results[%d] must be a dict naming its VM (vm), as migrate_one.yml records it" % i)
+            raise WalmError("results[%d] must be a dict naming its VM (vm), as the role walm.qemu.migrate records it" % i)
         if r["vm"] not in planned:
             raise WalmError("results[%d] is for VM %s, which is not in the plan" % (i, r["vm"]))
         got[r["vm"]] = r

@@ -15,11 +15,10 @@ import time
 
 from . import adaptation, migration_tls, progress, vmhost, vmlock
 from .errors import WalmError
+from .methods import METHOD_BY_NAME, METHODS, ON_TIMEOUT, ON_TIMEOUT_BY_NAME
 from .qmp import QMP, QMPFailure, event_time_s
 from .vmdef import HostPaths, fingerprint
 
-METHODS = ("precopy", "postcopy", "hybrid")
-ON_TIMEOUT = ("abort", "postcopy")
 MIB = 1024 * 1024
 
 # query-migrate states in which a migration is still under way.
@@ -46,7 +45,8 @@ TCP_URI_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]|[A-Za-z0-9
 def needs_postcopy(method, on_timeout="abort", allow_postcopy=False):
     """Whether postcopy-ram must be negotiated: the method or the timeout action uses post-copy, or post-copy is
     allowed, so that the run-time adaptation can switch a pre-copy that does not converge."""
-    return method in ("postcopy", "hybrid") or on_timeout == "postcopy" or bool(allow_postcopy)
+    m, action = METHOD_BY_NAME.get(method), ON_TIMEOUT_BY_NAME.get(on_timeout)
+    return bool(m and m.postcopy) or bool(action and action.postcopy) or bool(allow_postcopy)
 
 
 def capabilities_for(method, on_timeout="abort", qemu_versions=(), allow_postcopy=False):
@@ -239,8 +239,7 @@ class Migration(object):
         self.poll_s = max(0.01, poll_interval_ms / 1000.0)
         self.qmp_timeout_s = qmp_timeout_s
         # QEMU counts a sync before the first pass, so pass p is under way while dirty-sync-count == p.
-        self.switch_after_passes = {"precopy": None, "postcopy": 0,
-                                    "hybrid": req["switch_after_passes"]}[method]
+        self.switch_after_passes = METHOD_BY_NAME[method].switch_after_passes(req["switch_after_passes"])
         # dirty-sync-count value at which to switch: k complete passes have been sent when it reaches k + 1.
         self._switch_at_sync = None if self.switch_after_passes is None else self.switch_after_passes + 1
         self.allow_postcopy = _flag("allow_postcopy", allow_postcopy)
@@ -310,7 +309,7 @@ class Migration(object):
         """auto-converge is set before the start when the adaptation may reach its throttle action: QEMU takes no
         capability during a migration, and it throttles on its own only when passes stop shrinking."""
         actions = self.adaptation_actions
-        if not self.adapt or self.method != "precopy" or "throttle" not in actions:
+        if not self.adapt or METHOD_BY_NAME[self.method].postcopy or "throttle" not in actions:
             return False
         if caps.get("postcopy-ram") and "postcopy" in actions \
                 and actions.index("postcopy") < actions.index("throttle"):
@@ -318,7 +317,7 @@ class Migration(object):
         return True
 
     def _make_monitor(self, caps, throttle):
-        if not self.adapt or self.method not in ("precopy", "hybrid"):
+        if not self.adapt or not METHOD_BY_NAME[self.method].adapts:
             return None
         return adaptation.Monitor(self.method, self.expect, self.adaptation_actions, self.downtime_limit_ms,
                                   self.max_downtime_limit_ms, postcopy_possible=bool(caps.get("postcopy-ram")),
@@ -461,7 +460,7 @@ class Migration(object):
                     elif act["action"] == "abort":
                         return self._cancel(qmp, t0, snapshots, info, why=act["reason"])
             if not switch and postcopy_seen_ms is None and time.time() - t0 > self.timeout_s:
-                if self.on_timeout != "postcopy":
+                if not ON_TIMEOUT_BY_NAME[self.on_timeout].postcopy:
                     return self._cancel(qmp, t0, snapshots, info)
                 switch = self._start_postcopy(qmp, t0, "pre-copy had not completed within timeout_s=%d s"
                                               % self.timeout_s)

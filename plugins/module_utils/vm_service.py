@@ -14,7 +14,8 @@ import time
 
 from . import discovery, eventlog, migration_tls, nicnames, vmhost, vmlock
 from .errors import WalmError
-from .migration import METHODS, ON_TIMEOUT, capabilities_for, set_capabilities
+from .methods import METHODS, ON_TIMEOUT
+from .migration import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
 from .vmdef import HostPaths, fingerprint, normalize
 

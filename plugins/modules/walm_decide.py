@@ -318,6 +318,7 @@ expectation:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.decide_defaults import OBJECTIVES
 from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import HAS_JMESPATH, decide
 
 
@@ -329,7 +330,7 @@ def main():
             link_latency_ms=dict(type="float", default=0.1),
             downtime_limit_ms=dict(type="int", default=300),
             allow_postcopy=dict(type="bool", default=True),
-            objective=dict(type="str", default="urgent", choices=["urgent", "balanced"]),
+            objective=dict(type="str", default="urgent", choices=list(OBJECTIVES)),
             time_budget_s=dict(type="float"),
             safety_margin_pct=dict(type="float", default=10),
             thresholds=dict(type="dict", default={}),

@@ -182,7 +182,7 @@ options:
     type: dict
   results:
     description:
-      - The per-VM outcomes of the evacuation (C(walm_one_result) of C(playbooks/tasks/migrate_one.yml), each with
+      - The per-VM outcomes of the evacuation (C(migrate_result) of the role C(walm.qemu.migrate), each with
         C(vm), C(status), C(total_time_ms), C(downtime_ms), C(error) and C(finished_at)). When given, the module
         also returns RV(summary).
     type: list
@@ -369,9 +369,11 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.walm.qemu.plugins.module_utils.decide_defaults import OBJECTIVES
 from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import HAS_JMESPATH
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.plugins.module_utils.evacuation import plan, plan_table, summarize
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation import POLICIES, plan, plan_table, summarize
+from ansible_collections.walm.qemu.plugins.module_utils.methods import ON_TIMEOUT
 
 
 def main():
@@ -387,7 +389,7 @@ def main():
                 link_latency_ms=dict(type="float"),
                 downtime_limit_ms=dict(type="int"),
                 allow_postcopy=dict(type="bool"),
-                objective=dict(type="str", choices=["urgent", "balanced"]),
+                objective=dict(type="str", choices=list(OBJECTIVES)),
                 time_budget_s=dict(type="float"),
                 safety_margin_pct=dict(type="float"),
                 thresholds=dict(type="dict"),
@@ -396,9 +398,9 @@ def main():
                 model=dict(type="dict"),
             )),
             destinations=dict(type="list", elements="dict"),
-            policy=dict(type="str", default="walm", choices=["walm", "naive"]),
+            policy=dict(type="str", default="walm", choices=list(POLICIES)),
             concurrency=dict(type="int", default=1),
-            on_timeout=dict(type="str", default="abort", choices=["abort", "postcopy"]),
+            on_timeout=dict(type="str", default="abort", choices=list(ON_TIMEOUT)),
             timeout_s=dict(type="float", default=600),
             adapt=dict(type="bool", default=True),
             allow_postcopy=dict(type="bool", default=True),

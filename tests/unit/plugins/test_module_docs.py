@@ -9,6 +9,7 @@ import sys
 import pytest
 import yaml
 
+from ansible_collections.walm.qemu.plugins.module_utils import decide_defaults, evacuation, methods
 from ansible_collections.walm.qemu.tests.unit.paths import ROOT
 
 MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "plugins", "modules", "walm_*.py")))
@@ -50,6 +51,62 @@ def test_docs_parse_and_match_the_argument_spec(name, monkeypatch):
             assert d.get("choices") == spec[opt].get("choices"), "%s: choices of %s" % (name, opt)
     # The documented check mode support is the module's: full or partial support it, none does not.
     assert bool(seen.get("supports_check_mode")) == (doc["attributes"]["check_mode"]["support"] != "none")
+
+
+# Options whose choices come from a registry: the docs must list them literally, so they are compared here.
+REGISTRIES = {
+    "method": methods.METHODS,
+    "migration_method": methods.METHODS,
+    "on_timeout": methods.ON_TIMEOUT,
+    "objective": decide_defaults.OBJECTIVES,
+    "policy": evacuation.POLICIES,
+}
+
+
+def _registry_options(options, path=()):
+    """(dotted option path, documented choices, registry) for every registry option, suboptions included."""
+    found = []
+    for opt, d in (options or {}).items():
+        if opt in REGISTRIES:
+            found.append((".".join(path + (opt,)), d.get("choices"), list(REGISTRIES[opt])))
+        found += _registry_options(d.get("suboptions"), path + (opt,))
+    return found
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documented_choices_are_the_registries(name):
+    """A method, timeout action, objective or policy added to its registry is added to every module's docs."""
+    mod = importlib.import_module("ansible_collections.walm.qemu.plugins.modules.%s" % name)
+    for opt, documented, registry in _registry_options(yaml.safe_load(mod.DOCUMENTATION).get("options")):
+        assert documented == registry, "%s: choices of %s" % (name, opt)
+
+
+def test_the_registry_options_are_documented_where_expected():
+    """The check above looks at these options (a renamed option would otherwise drop out of it silently)."""
+    seen = set()
+    for name in MODULES:
+        mod = importlib.import_module("ansible_collections.walm.qemu.plugins.modules.%s" % name)
+        seen.update("%s:%s" % (name, opt) for opt, _d, _r in
+                    _registry_options(yaml.safe_load(mod.DOCUMENTATION).get("options")))
+    assert {"walm_migrate:method", "walm_migrate:on_timeout", "walm_migrate_waves:migrations.method",
+            "walm_migrate_waves:migrations.on_timeout", "walm_vm:migration_method", "walm_vms:migration_method",
+            "walm_decide:objective", "walm_plan:decide.objective", "walm_plan:policy", "walm_plan:on_timeout"} <= seen
+
+
+def test_role_choices_are_the_registries():
+    """Role argument specs list choices literally too: a role option named after a registry option
+    (incoming_destination_method, ..._on_timeout) lists the registry's names."""
+    checked = []
+    for spec_file in sorted(glob.glob(os.path.join(ROOT, "roles", "*", "meta", "argument_specs.yml"))):
+        with open(spec_file) as f:
+            specs = yaml.safe_load(f)["argument_specs"]
+        for entry, spec in specs.items():
+            for opt, d in (spec.get("options") or {}).items():
+                key = [k for k in REGISTRIES if opt == k or opt.endswith("_" + k)]
+                if key and "choices" in d:
+                    checked.append(opt)
+                    assert d["choices"] == list(REGISTRIES[key[0]]), "%s %s: choices of %s" % (spec_file, entry, opt)
+    assert "incoming_destination_method" in checked
 
 
 @pytest.mark.parametrize("name", ["walm_migration_wait", "walm_results_file"])
