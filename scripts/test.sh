@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tests: the static checks (ansible-test sanity, ansible-lint --profile production, the built collection installed
-# and rendered by ansible-doc), then unit tests, then
+# and rendered by ansible-doc, the unit tests under ansible-test units), then unit tests under pytest, then
 # integration tests on the real lab (real QEMU, real migrations, SSH, NFS).
 # Installs everything it needs first. Root, Debian 12/13. Extra arguments go to pytest.
 # WALM_STATIC_CHECKS=0 skips the static checks (for example to rerun one test).
@@ -12,5 +12,6 @@ if [ "${WALM_STATIC_CHECKS:-1}" != 0 ]; then
     bash scripts/sanity.sh
     .venv/bin/ansible-lint
     bash scripts/collection_check.sh
+    bash scripts/units.sh  # the unit tests as a collection's CI runs them (docs/sanity.md)
 fi
 exec .venv/bin/python -m pytest -v -rs "$@" tests

@@ -7,12 +7,14 @@
 #   scripts/units.sh tests/unit/plugins/module_utils/test_vmdef.py
 #   VENV=/path/to/venv scripts/units.sh
 # Plain pytest runs the same tests from the checkout: .venv/bin/python -m pytest tests/unit
-# Eight tests fail here and pass under plain pytest: they run the ansible or ansible-doc CLI from a module or
-# module_utils test (test_decide.py's three test_module_end_to_end*, test_probe.py::test_module_docs_and_run,
-# test_walm_image.py's four over NFS). ansible-test runs tests/unit/plugins/modules and module_utils with a PYTHONPATH
-# whose `ansible` package holds only module_utils, so modules cannot lean on controller code; the child CLI inherits
-# it ("No module named 'ansible.cli'"). ansible-test stops at the first of its three runs that fails (modules,
-# module_utils, controller): --exclude those files to run the rest.
+# scripts/test.sh runs this among its static checks (WALM_STATIC_CHECKS=0 skips them).
+# ansible-test runs the tests in three runs, each its own pytest, and stops at the first that fails: modules
+# (tests/unit/plugins/modules), module_utils (tests/unit/plugins/module_utils), controller (the rest of tests/unit).
+# The first two get a PYTHONPATH whose `ansible` package holds only module_utils, so modules cannot lean on
+# controller code; an `ansible` or `ansible-doc` started from there inherits it and dies ("No module named
+# 'ansible.cli'"). A test that runs either command therefore sits on the controller side, however module-bound it is:
+# tests/unit/plugins/test_module_cli.py (walm_decide, walm_probe, walm_image through the ansible CLI),
+# tests/unit/plugins/test_module_docs.py (ansible-doc). Every test passes here as under plain pytest.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"

@@ -7,11 +7,7 @@ read-mostly guest with a large working set takes ~3 s in every method, with thou
 and none in hybrid.
 """
 
-import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -21,7 +17,6 @@ from ansible_collections.walm.qemu.plugins.module_utils.decide_model import Mode
 from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.modules import walm_decide
-from ansible_collections.walm.qemu.tests.unit.paths import ROOT
 
 LAB_LINK_MIB_S = 114.0  # 119.7 MB/s measured on the lab's tbf-shaped 1 Gbit/s link
 
@@ -380,6 +375,7 @@ def test_bad_input_fails_clearly(params, message):
 
 
 # --- the module -------------------------------------------------------------------------------------------------
+# Run through the ansible command line: tests/unit/plugins/test_module_cli.py.
 
 def test_documented_defaults_match_the_data():
     options = yaml.safe_load(walm_decide.DOCUMENTATION)["options"]
@@ -392,40 +388,6 @@ def test_documented_defaults_match_the_data():
     assert set(yaml.safe_load(walm_decide.RETURN)["predictions"]["contains"]) >= {
         "total_time_ms", "downtime_ms", "converges", "passes", "postcopy_faults", "guest_slowdown_pct",
         "postcopy_exposure_ms", "switch_after_passes"}
-
-
-def adhoc(args, check=False):
-    """Run walm_decide through ansible's ad-hoc command on localhost; (rc, parsed JSON result)."""
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-           "-e", "ansible_python_interpreter=" + sys.executable,
-           "-m", "walm.qemu.walm_decide", "-a", json.dumps(args)] + (["--check"] if check else [])
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=120, check=False)
-    match = re.search(r"^localhost \| \w+!? => (\{.*?^\})", proc.stdout, re.S | re.M)
-    assert match, "no result in ansible's output:\n%s\n%s" % (proc.stdout, proc.stderr)
-    return proc.returncode, json.loads(match.group(1))
-
-
-@pytest.mark.parametrize("check", [False, True], ids=["run", "check-mode"])
-def test_module_end_to_end(check):
-    args = {"probe": probe(name="db-7", **HEAVY_AT_LINK), "link_bandwidth_mib_s": LAB_LINK_MIB_S,
-            "objective": "balanced", "rules": [dict(RULE_DB, when="starts_with(vm.name, 'web-')")]}
-    rc, result = adhoc(args, check=check)
-    assert rc == 0, result
-    assert result["changed"] is False
-    assert result["method"] == "hybrid" and result["switch_after_passes"] >= 1
-    assert result["objective"] == "balanced" and result["meets_goal"] is True
-    assert result["predictions"]["precopy"]["converges"] is False
-    assert result["workload_class"]["dominant"] == "memory"
-    assert result["rule"] is None
-    assert result["reasons"][0].startswith("Objective balanced: hybrid")
-
-
-def test_module_end_to_end_fails_clearly():
-    rc, result = adhoc({"probe": {"vm": {"memory_mib": 512}, "workload": {}}, "link_bandwidth_mib_s": 119})
-    assert rc != 0
-    assert result["msg"].startswith("probe.workload.dirty_rate_mib_s is missing")
 
 
 # --- the lab calibration (docs/calibration.md) ------------------------------------------------------------------

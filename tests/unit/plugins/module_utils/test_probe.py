@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +18,6 @@ from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
 from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, normalize, qemu_argv
-from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
 
 OPTS = {"duration_s": 0.4, "samples": 2, "dirty_rate_mode": "auto", "sample_pages": None, "persist": False,
         "max_age_s": 0, "all_netns": False, "qmp_timeout_s": 5.0}
@@ -52,11 +50,8 @@ def stop(proc):
     proc.wait()
 
 
-@pytest.fixture
-def vm(tmp_path):
-    proc, sock = start_qemu(tmp_path, "pvm1", smp=2)
-    yield proc, sock
-    stop(proc)
+# The `vm` fixture (a QEMU named pvm1, from start_qemu) is in tests/unit/plugins/conftest.py: test_module_cli.py
+# uses it too.
 
 
 def opts(tmp_path, **kw):
@@ -728,26 +723,4 @@ def test_a_vm_paused_while_measured_gives_no_reading(tmp_path):
 
 
 # -- the module -------------------------------------------------------------------------------------------------
-
-def ansible(args, env, *flags):
-    """One walm_probe run through Ansible on this machine (local connection, this Python)."""
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", "localhost,", "-c", "local",
-            "-e", "ansible_python_interpreter=" + sys.executable, "localhost"] + list(flags)
-    argv += ["-m", "walm.qemu.walm_probe", "-a", json.dumps(args)]
-    return subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=120, check=False)
-
-
-def test_module_docs_and_run(tmp_path, vm):
-    _proc, sock = vm
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS)
-    doc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "walm.qemu.walm_probe"], cwd=ROOT,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                         check=False)
-    assert doc.returncode == 0 and "dirty_rate_mode" in doc.stdout, doc.stdout
-    out = ansible({"qmp_socket": sock, "duration_s": 0.2, "samples": 1, "state_dir": str(tmp_path / "state")},
-                  env, "-C")
-    assert out.returncode == 0, out.stdout
-    assert '"changed": false' in out.stdout and '"name": "pvm1"' in out.stdout
-    bad = ansible({"name": "nosuchvm", "state_dir": str(tmp_path / "state")}, env)
-    assert bad.returncode != 0 and "VM 'nosuchvm' is not running on this host" in bad.stdout
+# Run through ansible-doc and the ansible command line: tests/unit/plugins/test_module_cli.py.

@@ -2,20 +2,20 @@
 
 The lab is not needed: a private rpcbind + nfs-ganesha runs in throwaway namespaces (private_nfs.py), and the module
 runs through Ansible inside that network namespace, exactly as it runs on a hypervisor that reaches its storage only
-through QEMU's `nfs://` driver. Images are made and checked with real qemu-img and qemu-io; no VM is started.
+through QEMU's `nfs://` driver (those tests are in tests/unit/plugins/test_module_cli.py: ansible-test runs this file
+without the controller's code, so no `ansible` command). Images are made and checked with real qemu-img and qemu-io;
+no VM is started.
 """
 
-import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils import nfsurl, vmhost
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
+from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS
 
 # The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
 VENV_BIN = os.path.dirname(sys.executable)
@@ -76,21 +76,8 @@ def test_local_preallocation_keeps_the_data(tmp_path):
 
 
 # -- over a real NFS server -------------------------------------------------------------------------------------
-
-
-def walm_image(nfs, args, check_mode=False):
-    """Run the module through Ansible in the NFS server's network namespace; returns (ok, result)."""
-    with tempfile.TemporaryDirectory() as tree:
-        argv = [os.path.join(VENV_BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-                "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"),
-                "-m", "walm.qemu.walm_image", "-a", json.dumps(args), "-t", tree]
-        if check_mode:
-            argv.append("--check")
-        proc = nfs.run(argv, check=False, cwd=ROOT, timeout=300)
-        path = os.path.join(tree, "localhost")
-        result = json.load(open(path)) if os.path.exists(path) else {"msg": proc.stdout}
-    return proc.returncode == 0, result
-
+# The module itself, run through the ansible command line in the server's namespace: tests/unit/plugins/
+# test_module_cli.py. Here: what the module and walm_vm build on.
 
 def make_sparse(nfs, name, data_at_mib=1):
     url = "%s/%s" % (nfs.url, name)
@@ -101,64 +88,6 @@ def make_sparse(nfs, name, data_at_mib=1):
 
 def export_files(nfs):
     return sorted(os.listdir(nfs.export))
-
-
-def test_sparse_image_on_nfs_is_refused(nfs):
-    url = make_sparse(nfs, "refused.qcow2")
-    ok, res = walm_image(nfs, {"image": url})
-    assert not ok
-    assert "sparse qcow2" in res["msg"] and "preallocation=metadata" in res["msg"]
-    assert res["affected"] and res["nfs"] and res["allocated_clusters"] < res["total_clusters"]
-    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "report"})
-    assert ok and not res["changed"] and res["affected"]
-
-
-def test_fix_converts_atomically_keeps_data_and_is_idempotent(nfs):
-    url = make_sparse(nfs, "fixed.qcow2", data_at_mib=3)
-    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"}, check_mode=True)
-    assert ok and res["changed"] and res["fixed"]
-    assert vmhost.qcow2_allocation(os.path.join(nfs.export, "fixed.qcow2"))[0] < 512, "check mode converted"
-
-    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
-    assert ok, res["msg"]
-    assert res["changed"] and res["fixed"] and res["affected"]
-    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "refuse"})
-    assert ok and not res["changed"] and not res["sparse"] and not res["affected"]
-    assert res["allocated_clusters"] == res["total_clusters"] == 512
-    read = nfs.run(["qemu-io", "-f", "qcow2", "-c", "read -P 0xa5 3M 64k", "-c", "read -P 0 0 1M", url])
-    assert "Pattern verification failed" not in read.stdout
-    assert "fixed.qcow2.walm-prealloc" not in export_files(nfs)
-    nfs.run(["qemu-img", "check", "-q", "-f", "qcow2", url])
-
-    ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
-    assert ok and not res["changed"] and not res["fixed"]
-
-
-def test_fix_is_refused_while_qemu_uses_the_image(nfs):
-    url = make_sparse(nfs, "busy.qcow2")
-    # Stands in for a QEMU that has the image open: a process named qemu-* with the image on its command line.
-    holder = subprocess.Popen(["qemu-holder", "-c", "sleep 60; true", "qemu-holder", "-drive",
-                               "file=%s,format=qcow2,if=none,cache=none" % url], executable="/bin/sh")
-    try:
-        ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
-        assert not ok and "cannot be fixed while QEMU uses it" in res["msg"]
-        assert holder.pid in [p["pid"] for p in res["in_use_by"]]
-        assert not res["changed"]
-    finally:
-        holder.kill()
-        holder.wait()
-    assert vmhost.qcow2_allocation(os.path.join(nfs.export, "busy.qcow2"))[0] < 512
-
-
-def test_raw_and_missing_images(nfs):
-    raw = "%s/disk.raw" % nfs.url
-    nfs.run(["qemu-img", "create", "-q", "-f", "raw", raw, "16M"])
-    ok, res = walm_image(nfs, {"image": raw, "format": "raw"})
-    assert ok and res["exists"] and not res["affected"]
-    ok, res = walm_image(nfs, {"image": nfs.url + "/nothing.qcow2", "must_exist": False})
-    assert ok and not res["exists"] and not res["changed"]
-    ok, res = walm_image(nfs, {"image": nfs.url + "/nothing.qcow2"})
-    assert not ok and "does not exist" in res["msg"]
 
 
 def nfsurl_call(nfs, code):
