@@ -43,9 +43,10 @@ def write(path, text):
     return str(path)
 
 
-def local_inventory(tmp_path, hosts):
-    """An inventory of local aliases: {name: {var: value}}; every host runs on this machine (connection local)."""
-    inv = {"all": {"hosts": {}}}
+def local_inventory(tmp_path, hosts, group_vars=None):
+    """An inventory of local aliases: {name: {var: value}}; every host runs on this machine (connection local).
+    group_vars: variables of every host, below the hosts' own (as a role's defaults are)."""
+    inv = {"all": {"hosts": {}, "vars": dict(group_vars or {})}}
     for name, hostvars in hosts.items():
         inv["all"]["hosts"][name] = dict({"ansible_connection": "local", "ansible_python_interpreter": PYTHON},
                                          **hostvars)
@@ -544,9 +545,10 @@ def task_named(path, suffix):
     return dict(task)
 
 
-def run_task_per_host(tmp_path, task, cases, outputs):
-    """Run one task on one local host per case (its variables as host variables); returns each host's outputs."""
-    inv = local_inventory(tmp_path, cases)
+def run_task_per_host(tmp_path, task, cases, outputs, role=None):
+    """Run one task on one local host per case (its variables as host variables, over the defaults of `role`, the
+    role the task is from); returns each host's outputs."""
+    inv = local_inventory(tmp_path, cases, load_yaml("roles", role, "defaults", "main.yml") if role else None)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     save = {"name": "Save", "ansible.builtin.copy": {
@@ -593,7 +595,7 @@ def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effe
         # Recovered post-copy: the resume reports only itself; what the adaptation did before is kept.
         "recovered": _one(_migration(downtime_ms=30, adapt=False, downtime_limit_ms=300), resumed_at=1000.48,
                           adaptation={"adapt": True, "adaptations": [ADAPTED_POSTCOPY], "downtime_limit_ms": 500}),
-    }, {"result": "migrate_result", "message": "migrate_message"})
+    }, {"result": "migrate_result", "message": "migrate_message"}, role="migrate")
 
     def judged(name):
         r = got[name]["result"]
@@ -652,7 +654,7 @@ def test_migrate_one_hands_the_adaptation_options_to_walm_migrate_or_leaves_them
                       migrate_adaptation_actions=["downtime", "abort"], migrate_max_downtime_limit_ms=4000),
         # The evacuation: a VM without a decision has no expectation.
         "undecided": dict(base, migrate_adapt=True, migrate_expect=None),
-    }, {"args": "_args"})
+    }, {"args": "_args"}, role="migrate")
     assert got["unset"]["args"] == {"allow_postcopy": True}
     assert got["given"]["args"] == {"allow_postcopy": False, "adapt": False, "expect": expect,
                                     "adaptation_actions": ["downtime", "abort"], "max_downtime_limit_ms": 4000}
