@@ -23,6 +23,7 @@ INVENTORY = LAB_DIR / "inventory.yml"
 # playbooks/lab_setup.yml's three hosts (a source and two destinations) and the switch that joins them.
 HOSTS = {"walm-src": "10.77.0.1", "walm-dst": "10.77.0.2", "walm-dst2": "10.77.0.3"}
 SWITCH = "walm-sw"
+NAMESPACES = (*HOSTS, SWITCH)
 NFS_URL = "nfs://10.77.0.2/walm"
 
 _RECAP = re.compile(
@@ -96,8 +97,7 @@ def netns(ns: str, *cmd: str, timeout: float = 60, check: bool = True) -> subpro
 def lab_namespaces() -> list[str]:
     """Lab namespaces (the hosts' and the switch's) that currently exist."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return [line.split()[0] for line in out.splitlines()
-            if line.split() and (line.split()[0] in HOSTS or line.split()[0] == SWITCH)]
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in NAMESPACES]
 
 
 def lab_processes() -> list[str]:
@@ -124,8 +124,7 @@ def lab_processes() -> list[str]:
 def lab_mounts() -> list[str]:
     """Mount points of the lab's namespaces still in the mount table."""
     out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=False).stdout
-    return [t for t in out.splitlines()
-            if t.startswith("/run/netns/") and (t.rsplit("/", 1)[-1] in HOSTS or t.rsplit("/", 1)[-1] == SWITCH)]
+    return [t for t in out.splitlines() if t.startswith("/run/netns/") and t.rsplit("/", 1)[-1] in NAMESPACES]
 
 
 if __name__ == "__main__":  # python tests/integration/lab.py setup|teardown
