@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 import lab  # noqa: E402
-from walmlab import console_log, kernel_trouble, parse_console  # noqa: E402
+from walmlab import console_log, kernel_trouble, parse_console, progress  # noqa: E402
 
 AP = str(lab.VENV_BIN / "ansible-playbook")
 SOURCE, DESTINATIONS = "walm-src", ("walm-dst", "walm-dst2")
@@ -104,10 +104,7 @@ def set_vms(pb, host, state, vms, memory_mib):
 
 def counters(host, vm):
     """(last workload seq, last disk record written) on a host's console; None when absent."""
-    workload = VMS[vm][0]
-    seqs = [r["seq"] for r in parse_console(console_log(host, vm), workload) if r.get("seq", 0) > 0]
-    disk = [r["written"] for r in parse_console(console_log(host, vm), "disk") if "written" in r]
-    return (seqs[-1] if seqs else None, disk[-1] if disk else None)
+    return progress(host, vm, VMS[vm][0])
 
 
 def wait_for(predicate, timeout_s):

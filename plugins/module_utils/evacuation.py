@@ -519,7 +519,7 @@ def _plan_reasons(policy, run, order, listing, concurrency, waves, dests, total_
             d["name"], d["free_mib"], d["capacity_source"], d["free_mib_left"],
             ", ".join(d["vms"]) if d["vms"] else "no VM") for d in dests))
     if stays:
-        fixes = [fix for needed, fix in ((policy.method is not None or not policy.adapt, "policy walm"),
+        fixes = [fix for needed, fix in ((policy is not POLICY_BY_NAME["walm"], "policy walm"),
                                          (not run["allow_postcopy"], "allow post-copy (walm_allow_postcopy)"),
                                          (not ON_TIMEOUT_BY_NAME[run["on_timeout"]].postcopy,
                                           "on_timeout postcopy"),

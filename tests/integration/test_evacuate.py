@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from walmlab import (EVACUATION_VMS, assert_guest_went_on, console_log, evacuate, module, pid_running, qmp_status,
+from walmlab import (EVACUATION_VMS, assert_guest_went_on, evacuate, module, pid_running, qmp_status, reset_vm,
                      start_evacuation_vms, start_vm, state_dir, stop_vm, wait_busy)
 
 pytestmark = pytest.mark.lab
@@ -22,11 +22,7 @@ BYSTANDER = "ev-bystander"
 def evac_vms(lab):
     names = sorted(EVACUATION_VMS)
     for vm in names:
-        stop_vm(vm)
-        # Consoles are appended to: start from empty ones so no line of an earlier run counts.
-        for host in ("walm-src", "walm-dst"):
-            if os.path.exists(console_log(host, vm)):
-                os.remove(console_log(host, vm))
+        reset_vm(vm)
     # walm-dst is an ordinary destination: it already runs a VM, on the tap name ev-idle has on walm-src.
     stop_vm(BYSTANDER)
     start_vm(BYSTANDER, "idle", host="walm-dst", tap="tap0", mac="52:54:00:77:00:74", ip="10.77.0.114/24")

@@ -3,11 +3,9 @@ walm-dst2, two migrations at a time, and come through intact. Both destinations 
 the tap names the guests use on walm-src, as real destinations do; each keeps its tap and runs on.
 """
 
-import os
-
 import pytest
 
-from walmlab import (EVACUATION_VMS, assert_guest_went_on, console_log, evacuate, module, pid_running, qmp_status,
+from walmlab import (EVACUATION_VMS, assert_guest_went_on, evacuate, module, pid_running, qmp_status, reset_vm,
                      start_evacuation_vms, start_vm, state_dir, stop_vm, wait_busy)
 
 pytestmark = pytest.mark.lab
@@ -24,10 +22,7 @@ BYSTANDERS = {
 def spread_vms(lab):
     names = sorted(EVACUATION_VMS)
     for vm in names + sorted(BYSTANDERS):
-        stop_vm(vm)
-        for host in ("walm-src",) + DESTINATIONS:
-            if os.path.exists(console_log(host, vm)):
-                os.remove(console_log(host, vm))
+        reset_vm(vm)
     for vm, (host, tap, mac, ip) in sorted(BYSTANDERS.items()):
         start_vm(vm, "idle", host=host, tap=tap, mac=mac, ip=ip, memory_mib=256)
     start_evacuation_vms("walm-src")

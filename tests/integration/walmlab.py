@@ -81,6 +81,15 @@ def stop_vm(vm):
                check=False)
 
 
+def reset_vm(vm):
+    """Stop the VM on every lab host and remove its consoles there: consoles are appended to, and no line of an
+    earlier run may count."""
+    stop_vm(vm)
+    for host in lab.HOSTS:
+        if os.path.exists(console_log(host, vm)):
+            os.remove(console_log(host, vm))
+
+
 def stop_all_vms():
     """Stop every VM recorded on a lab host (what an earlier run, or scripts/demo.sh, left running there)."""
     stopped = []
@@ -134,9 +143,10 @@ def start_evacuation_vms(host="walm-src"):
     return sorted(EVACUATION_VMS)
 
 
-def progress(host, vm):
-    """(last seq of the VM's workload lines, last disk record written) on a host's console; None when absent."""
-    workload = EVACUATION_VMS[vm][0] if vm in EVACUATION_VMS else None
+def progress(host, vm, workload=None):
+    """(last seq of the VM's workload lines, last disk record written) on a host's console; None when absent.
+    workload: the kind of its progress lines (default: the evacuation guest's)."""
+    workload = workload or (EVACUATION_VMS[vm][0] if vm in EVACUATION_VMS else None)
     lines = [r for r in parse_console(console_log(host, vm), workload) if "seq" in r and r["seq"] > 0]
     disk = [r for r in parse_console(console_log(host, vm), "disk") if "written" in r]
     return (lines[-1]["seq"] if lines else None, disk[-1]["written"] if disk else None)
@@ -271,30 +281,13 @@ def assert_migrated_intact(name, workload, progress_key, migrate_vars=None, run_
     return result
 
 
-def lines_since(host, vm, kind):
-    """The VM's `WALM <kind>` lines on a host's console."""
-    text = console_text(console_log(host, vm))
-    return [r for r in (parse_line(x) for x in text.splitlines()) if r and r["_kind"] == kind]
-
-
-def last_seq(host, vm, kind):
-    seqs = [r["seq"] for r in lines_since(host, vm, kind) if r.get("seq", 0) > 0]
-    return seqs[-1] if seqs else None
-
-
-def last_disk_written(host, vm):
-    written = [r["written"] for r in lines_since(host, vm, "disk") if "written" in r]
-    return written[-1] if written else None
-
-
 def wait_busy(host, vms):
     """Every VM has printed a few progress lines and a disk record on `host`; their last seq and record."""
     seen = {}
     for vm in vms:
-        kind = EVACUATION_VMS[vm][0]
-        wait_until(lambda: (last_seq(host, vm, kind) or 0) >= 3 and last_disk_written(host, vm), 120,
+        wait_until(lambda: (progress(host, vm)[0] or 0) >= 3 and progress(host, vm)[1], 120,
                    "%s progress on %s" % (vm, host))
-        seen[vm] = (last_seq(host, vm, kind), last_disk_written(host, vm))
+        seen[vm] = progress(host, vm)
     return seen
 
 
@@ -303,13 +296,13 @@ def assert_guest_went_on(host, vm, before):
     (a rebooted guest would start again at 1; a console started afresh holds only new lines)."""
     kind = EVACUATION_VMS[vm][0]
     seq_before, disk_before = before
-    after = wait_until(lambda: [r for r in lines_since(host, vm, kind) if r.get("seq", 0) > seq_before][2:],
+    log = console_log(host, vm)
+    after = wait_until(lambda: [r for r in parse_console(log, kind) if r.get("seq", 0) > seq_before][2:],
                        90, "%s progress on %s" % (vm, host))
     assert after
     # The disk records written before the move are re-read and checked after it.
-    wait_until(lambda: [r for r in lines_since(host, vm, "disk") if r.get("written", 0) > disk_before], 90,
+    wait_until(lambda: [r for r in parse_console(log, "disk") if r.get("written", 0) > disk_before], 90,
                "%s disk check on %s" % (vm, host))
-    for rec in lines_since(host, vm, kind) + lines_since(host, vm, "disk"):
+    for rec in parse_console(log, kind) + parse_console(log, "disk"):
         assert rec.get("errors", 0) == 0, (vm, rec)
-    text = console_text(console_log(host, vm))
-    assert "ERROR" not in text and kernel_trouble(console_log(host, vm)) == [], vm
+    assert "ERROR" not in console_text(log) and kernel_trouble(log) == [], vm
