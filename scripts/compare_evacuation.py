@@ -27,6 +27,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, os.path.join(ROOT, ".collections"))
 
 import lab  # noqa: E402
 from walmlab import console_log, kernel_trouble, parse_console, progress  # noqa: E402
