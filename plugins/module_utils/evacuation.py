@@ -143,7 +143,8 @@ def _read_destinations(destinations, source):
                             "in the inventory." % name)
         free = _num(d["free_mib"], "free_mib of destination %s (set walm_capacity_mib for it)" % name, 0)
         out.append({"name": name, "free_mib": int(free), "free_mib_left": int(free),
-                    "capacity_source": d.get("capacity_source") or "given", "vms": []})
+                    "capacity_source": d.get("capacity_source") or "given", "vms": [],
+                    "preferred": bool(d.get("preferred"))})
     return out
 
 
@@ -354,13 +355,17 @@ def _place(order, dests, source):
                                               for d in dests]})
             continue
         placed.append(c)
-        # The most free memory left: spreads the VMs by capacity; ties go to the first listed destination.
-        best = max(fits, key=lambda d: (d["free_mib_left"], -dests.index(d)))
+        # A preferred destination first (one a rolling maintenance has already maintained: the VM will not have to
+        # move again), then the most free memory left: spreads the VMs by capacity; ties go to the first listed.
+        best = max(fits, key=lambda d: (d["preferred"], d["free_mib_left"], -dests.index(d)))
         before = best["free_mib_left"]
         best["free_mib_left"] -= c["memory_mib"]
         best["vms"].append(c["name"])
         c["destination"] = best["name"]
-        if len(dests) > 1:
+        if best["preferred"] and len(dests) > 1:
+            c["reasons"].append("Destination %s: preferred (already maintained), %d MiB free before this VM, %d MiB "
+                                "after." % (best["name"], before, best["free_mib_left"]))
+        elif len(dests) > 1:
             c["reasons"].append("Destination %s: the most free memory left (%d MiB before this VM, %d MiB after)."
                                 % (best["name"], before, best["free_mib_left"]))
         else:

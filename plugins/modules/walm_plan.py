@@ -126,7 +126,9 @@ options:
   destinations:
     description:
       - The destination hosts, each a dict with C(name) (inventory host), C(free_mib) (memory available for
-        migrated VMs, MiB) and optionally C(capacity_source) (where the figure came from, for the reasons).
+        migrated VMs, MiB) and optionally C(capacity_source) (where the figure came from, for the reasons) and
+        C(preferred) (true - a VM goes there before any destination not preferred that has room, e.g. a host a
+        rolling maintenance has already maintained; among equals the most free memory left wins).
       - Required unless O(plan) is given.
     type: list
     elements: dict
@@ -137,8 +139,9 @@ options:
     default: walm
   concurrency:
     description:
-      - Migrations at once on the source's migration link. V(1) is the right value for one shared link; a higher
-        value groups the plan into waves but does not make evacuate_host.yml run them in parallel.
+      - Migrations at once on the source's migration link - the plan groups the VMs into waves of up to this many,
+        and the role C(walm.qemu.evacuate) runs each wave's migrations side by side. A wave never holds two write-heavy
+        or post-copy migrations.
     type: int
     default: 1
   on_timeout:

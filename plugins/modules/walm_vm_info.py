@@ -89,6 +89,15 @@ host_memory:
   type: dict
   version_added: "0.2.0"
   sample: {"total_mib": 24032, "available_mib": 21870}
+draining:
+  description:
+    - The host's draining mark (C(draining.json) in O(state_dir), set by the role C(walm.qemu.maintain) while it
+      empties the host for maintenance) - C(since) (seconds since the epoch) and C(reason); null when the host is in
+      service. The role C(walm.qemu.evacuate) sends no VM to a draining host.
+  returned: always
+  type: dict
+  version_added: "0.2.0"
+  sample: {"since": 1796000000.5, "reason": "maintenance run of group hypervisors"}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -109,6 +118,7 @@ def main():
     if not HAS_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
 
+    from ansible_collections.walm.qemu.plugins.module_utils.draining import read_mark
     from ansible_collections.walm.qemu.plugins.module_utils.vm_service import list_vm_info
     from ansible_collections.walm.qemu.plugins.module_utils.vmhost import host_memory
 
@@ -116,7 +126,7 @@ def main():
         vms = list_vm_info(module.params["state_dir"], module.params["name"], module.params["missing_ok"])
     except WalmError as exc:
         module.fail_json(msg=str(exc), **exc.details)
-    module.exit_json(changed=False, vms=vms, host_memory=host_memory())
+    module.exit_json(changed=False, vms=vms, host_memory=host_memory(), draining=read_mark(module.params["state_dir"]))
 
 
 if __name__ == "__main__":

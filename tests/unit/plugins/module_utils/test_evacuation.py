@@ -146,6 +146,12 @@ def test_never_two_heavy_migrations_in_one_wave():
     ([{"name": "d1", "free_mib": 1024}, {"name": "d2", "free_mib": 1024}], [512, 512, 512], ["d1", "d2", "d1"]),
     # The big VM first takes most of d2; the small ones follow the memory left.
     ([{"name": "d1", "free_mib": 600}, {"name": "d2", "free_mib": 4096}], [3000, 512, 512], ["d2", "d2", "d1"]),
+    # A preferred destination (already maintained) takes the VMs while it has room, however roomier the other.
+    ([{"name": "d1", "free_mib": 8192}, {"name": "d2", "free_mib": 1100, "preferred": True}], [512, 512, 512],
+     ["d2", "d2", "d1"]),
+    # Among preferred destinations, the most free memory left.
+    ([{"name": "d1", "free_mib": 600, "preferred": True}, {"name": "d2", "free_mib": 1100, "preferred": True},
+      {"name": "d3", "free_mib": 8192}], [512, 512, 512], ["d2", "d1", "d2"]),
 ])
 def test_destinations_by_free_capacity(dests, memory, expect):
     vms = [info("v%d" % i, memory_mib=m) for i, m in enumerate(memory)]
