@@ -120,8 +120,9 @@ def read(path):
         return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def guests(lab):
+    """The four guests started on their own hosts, busy; their counters then."""
     stop_all_vms()
     for vm in GUESTS:
         reset_vm(vm)
@@ -142,21 +143,51 @@ def guests(lab):
                 os.remove(path)
 
 
-def test_check_mode_prints_the_run_and_changes_nothing(guests):
+def assert_run_complete(record, guests, watch, stdout):
+    """Every host done and back in service, each guest on exactly one host, intact and never stopped for long."""
+    print(stdout[stdout.rfind("Summary"):][:3000])
+    print("longest stall per guest (s): %s" % dict((vm, round(s, 1)) for vm, s in watch.longest.items()))
+    assert record["state"] == "finished"
+    assert [record["hosts"][h]["status"] for h in HOSTS] == ["done"] * 3, record["hosts"]
+    summary = record["summary"]
+    # The guests started two on the first host, one on each other: the first host's move twice, the others once.
+    assert summary["minimum_migrations"] == 6, summary
+    assert summary["migrations"] >= 6, summary
+    assert all(m is None for m in marks().values())
+    for vm in GUESTS:
+        assert len(where(vm)) == 1, (vm, where(vm))
+    for vm, before in sorted(guests.items()):
+        assert_went_on(vm, where(vm)[0], before)
+    for vm in GUESTS:
+        assert watch.longest[vm] <= MAX_STALL_S, watch.longest
+
+
+def test_one_command_maintains_every_host_in_turn(guests):
     with tempfile.TemporaryDirectory(prefix="walm-it-") as tmp:
         result_file = os.path.join(tmp, "run.json")
+        # --check: the whole run planned, nothing changed.
         proc = run_maintain(result_file, check=True)
         assert proc.returncode == 0, proc.stdout[-6000:]
         assert not os.path.exists(result_file)
-    out = proc.stdout
-    # Per host its VMs and their destinations; the first host's go to hosts maintained later (marked), the others'
-    # to hosts maintained before them; the count against the least possible; the predicted time.
-    assert "mh-idle -> walm-d" in out and "mh-writer -> walm-src" in out, out[-4000:]
-    assert "Migrations planned: 6 (least possible: 6)" in out, out[-4000:]
-    assert "predicted run time" in out and "Check mode" in out
-    assert all(m is None for m in marks().values())
-    for vm, spec in GUESTS.items():
-        assert where(vm) == [spec[0]], vm
+        out = proc.stdout
+        # Per host its VMs and their destinations: the first host's go to hosts maintained later, the others' to
+        # hosts maintained before them; the count against the least possible; the predicted time.
+        assert "mh-idle -> walm-d" in out and "mh-writer -> walm-src" in out, out[-4000:]
+        assert "Migrations planned: 6 (least possible: 6)" in out, out[-4000:]
+        assert "predicted run time" in out and "Check mode" in out
+        assert all(m is None for m in marks().values())
+        for vm, spec in GUESTS.items():
+            assert where(vm) == [spec[0]], vm
+
+        watch = StallWatch(sorted(GUESTS))
+        watch.start()
+        proc = run_maintain(result_file)
+        watch.stop.set()
+        watch.join(5)
+        assert proc.returncode == 0, proc.stdout[-8000:]
+        record = read(result_file)
+    assert_run_complete(record, guests, watch, proc.stdout)
+    assert record["summary"]["migrations"] == 6, record["summary"]
 
 
 def test_interrupted_run_resumes_and_every_guest_runs_throughout(guests):
@@ -196,22 +227,5 @@ def test_interrupted_run_resumes_and_every_guest_runs_throughout(guests):
         assert proc.returncode == 0, proc.stdout[-8000:]
         assert "Resuming the run started at" in proc.stdout
         record = read(result_file)
-    print("\n".join(line for line in proc.stdout.splitlines()
-                    if "Resuming" in line or "left part-way" in line or "finish" in line.lower()))
-    print(proc.stdout[proc.stdout.rfind("Summary"):][:3000])
-    print("longest stall per guest (s): %s" % dict((vm, round(s, 1)) for vm, s in watch.longest.items()))
-
-    assert record["state"] == "finished"
-    assert [record["hosts"][h]["status"] for h in HOSTS] == ["done"] * 3, record["hosts"]
-    summary = record["summary"]
-    assert summary["minimum_migrations"] == 6 and summary["migrations"] >= 6, summary
-    # No host left draining; every guest runs on exactly one host, and not on the one maintained last unless it came
-    # back there; each went on working with its memory and disk intact.
-    assert all(m is None for m in marks().values())
-    for vm in GUESTS:
-        assert len(where(vm)) == 1, (vm, where(vm))
-        assert "walm-dst2" not in where(vm) or vm not in ("mh-idle", "mh-cpu"), (vm, where(vm))
-    for vm, before in sorted(guests.items()):
-        assert_went_on(vm, where(vm)[0], before)
-    for vm in GUESTS:
-        assert watch.longest[vm] <= MAX_STALL_S, watch.longest
+    print("\n".join(line for line in proc.stdout.splitlines() if "Resuming" in line))
+    assert_run_complete(record, guests, watch, proc.stdout)
