@@ -3,14 +3,17 @@
 # Apache License 2.0 (see LICENSE)
 """The hand-offs of an evacuation run as a batch (roles/evacuate/tasks/batch.yml), as pure functions: what the
 destinations' preparation takes and gives each VM, the migrations walm_migrate_waves takes, the waves left when some
-destinations are not ready, and how long the batch is predicted to take. Filters walm.qemu.evacuation_incoming,
-walm.qemu.evacuation_prepared, walm.qemu.evacuation_migrations, walm.qemu.evacuation_waves and
-walm.qemu.evacuation_predicted_s call them.
+destinations are not ready, how long the batch is predicted to take, which VMs their destinations run afterwards
+and the outcomes of those the batch finished. Filters walm.qemu.evacuation_incoming, walm.qemu.evacuation_prepared,
+walm.qemu.evacuation_migrations, walm.qemu.evacuation_waves, walm.qemu.evacuation_predicted_s,
+walm.qemu.evacuation_running and walm.qemu.evacuation_finished call them.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+from ansible_collections.walm.qemu.plugins.module_utils import outcome
 
 
 def incoming(entries, source_vms, allow_postcopy=True):
@@ -81,3 +84,41 @@ def predicted_s(entries):
         t = e.get("predicted_total_time_ms") or 0
         longest[e.get("wave")] = max(longest.get(e.get("wave"), 0), t)
     return round(sum(longest.values()) / 1000.0, 3)
+
+
+def running(pending, reads, read_key="_evacuate_dst"):
+    """{VM: {"vm": its entry in its destination's walm_vm_info}} for the pending VMs whose destination's one read
+    (walm_vm_info registered in a loop over the destinations, the loop variable `read_key`) shows them running;
+    a VM not seen running there, or on a host whose read failed, is left out (it goes the careful way)."""
+    by_host = dict((r.get(read_key), r) for r in reads or [])
+    out = {}
+    for d in pending:
+        vm = d["vm"]
+        read = by_host.get(vm["destination"]) or {}
+        found = [v for v in read.get("vms") or [] if v.get("name") == vm["name"] and v.get("status") == "running"]
+        if found:
+            out[vm["name"]] = {"vm": found[0]}
+    return out
+
+
+def finished(pending, names, dst_vms, source, downtime_limit_ms, now):
+    """The records of the VMs the batch finished cleanly (`names`: migrated, seen running on the destination, source
+    copy stopped), each as the role walm.qemu.migrate's outcome for one VM (outcome.migrated) with its plan
+    position, start and finish times, message and when its destination was prepared. Returns
+    [{"vm": plan entry, "result": record, "message": text}] in the plan's order."""
+    names = set(names)
+    out = []
+    for d in pending:
+        vm = d["vm"]
+        if vm["name"] not in names:
+            continue
+        o = outcome.migrated(vm["name"], source, vm["destination"], d["where"], d.get("migrated") or {},
+                             adaptation={}, dst_vm=dst_vms[vm["name"]], check_mode=False, method=vm["method"],
+                             downtime_limit_ms=downtime_limit_ms)
+        prepared_ = d.get("prepared") or {}
+        message = (o["message"] or "").strip()
+        result = dict(o["result"], position=vm["position"], started_at=float(d["started_at"]),
+                      finished_at=float(now), message=message,
+                      prepare_started_at=prepared_.get("prepare_started_at"), prepared_at=prepared_.get("prepared_at"))
+        out.append({"vm": vm, "result": result, "message": message})
+    return out

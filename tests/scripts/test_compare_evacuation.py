@@ -64,3 +64,13 @@ def test_the_table_has_one_row_per_run():
     lines = text.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| policy | conc | moved | intact | host empty s")
     assert "| walm | 1 | 2/2 | 2/2 | 30.0 |" in lines[3]
+
+
+def test_the_script_runs_as_documented():
+    """Started as its docstring says (the venv's python, no PYTHONPATH), it finds the collection by itself."""
+    import subprocess
+    env = dict((k, v) for k, v in os.environ.items() if k != "PYTHONPATH")
+    proc = subprocess.run([sys.executable, os.path.join("scripts", "compare_evacuation.py"), "--help"], cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0 and "--policies" in proc.stdout, proc.stdout[-2000:]

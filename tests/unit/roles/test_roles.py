@@ -613,14 +613,14 @@ def test_migrate_one_judges_the_downtime_the_guest_saw_against_the_limit_in_effe
 
 
 def _evac(result, message="", position=1):
-    return {"_evacuate_vm": {"name": "vm1", "destination": "hv2", "position": position,
-                             "predicted_total_time_ms": 5000, "predicted_downtime_ms": 20},
-            "_evacuate_plan": {"plan": {"order": [{}]}}, "_evacuate_started_at": 0, "migrate_result": result,
-            "migrate_message": message}
+    vm = {"name": "vm1", "destination": "hv2", "position": position, "predicted_total_time_ms": 5000,
+          "predicted_downtime_ms": 20}
+    return {"_evacuate_lines": [{"vm": vm, "result": result, "message": message}],
+            "_evacuate_plan": {"plan": {"order": [{}]}}, "_evacuate_started_at": 0}
 
 
 def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_limit(tmp_path):
-    task = task_named(("roles", "evacuate", "tasks", "record.yml"), "migrate_result.status | default('failed')) }}")
+    task = task_named(("roles", "evacuate", "tasks", "record.yml"), "Finished")
     task["register"] = "_line"
     aborted = ("Migration of vm1 from hv1 to hv2 failed: pre-copy would not converge: pass 1 shrank the remainder "
                "only to 98 %; cancelled. The VM keeps running on hv1.")
@@ -630,7 +630,7 @@ def test_evacuate_one_line_shows_the_adaptations_and_the_downtime_against_its_li
         "over": _evac(_migration(downtime_ms=330, downtime_within_limit=False)),
         "aborted": _evac(dict(_migration(status="aborted", adaptations=[dict(ADAPTED_POSTCOPY, action="abort")]),
                               whereabouts="rollback"), message=aborted),
-    }, {"line": "_line.msg"})
+    }, {"line": "_line.results[0].msg"})
     line = dict((k, " ".join(v["line"].split())) for k, v in got.items())
     assert "downtime 40 ms (predicted 20; guest-visible 55.0 ms) within the 300 ms limit" in line["switched"]
     assert "adapted: postcopy at 3.10 s (pass 1: pass 1 shrank the remainder only to 95 %)" in line["switched"]

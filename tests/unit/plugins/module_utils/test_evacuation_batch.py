@@ -31,6 +31,54 @@ def ok(uri=URI, changed=True, started_at=5.0):
 
 # -- evacuation_batch ------------------------------------------------------------------------------------------------
 
+def pending(name, destination="hv2", position=1, status="completed"):
+    return {"vm": dict(entry(name, destination=destination), position=position),
+            "where": {"action": "migrate"}, "prepared": {"prepare_started_at": 1.0, "prepared_at": 2.0},
+            "migrated": {"status": status, "method": "precopy", "total_time_ms": 900, "downtime_ms": 120,
+                         "source_stop_time": 10.0, "downtime_limit_ms": 300},
+            "started_at": 3.0}
+
+
+def read(host, *vms, **kw):
+    r = {"_evacuate_dst": host, "vms": [{"name": n, "status": s} for n, s in vms]}
+    r.update(kw)
+    return r
+
+
+# (pending VMs, the destinations' reads, the VMs seen running there)
+RUNNING = [
+    ([pending("a"), pending("b", "hv3")], [read("hv2", ("a", "running")), read("hv3", ("b", "running"))],
+     ["a", "b"]),
+    # Still loading its state, or not there: it goes the careful way.
+    ([pending("a"), pending("b")], [read("hv2", ("a", "inmigrate"))], []),
+    # Seen on another host than its destination: not this one's.
+    ([pending("a")], [read("hv3", ("a", "running"))], []),
+    # A read that failed shows nothing.
+    ([pending("a")], [{"_evacuate_dst": "hv2", "failed": True, "msg": "unreachable"}], []),
+]
+
+
+@pytest.mark.parametrize("pend,reads,seen", RUNNING)
+def test_running_on_their_destinations(pend, reads, seen):
+    got = eb.running(pend, reads)
+    assert sorted(got) == seen
+    assert all(got[n]["vm"]["status"] == "running" for n in got)
+
+
+def test_finished_records_each_clean_vm_as_the_migrate_role_would():
+    pend = [pending("a", position=1), pending("b", "hv3", position=2), pending("c", position=3)]
+    dst = {"a": {"vm": {"status": "running", "resumed_at": 10.25}}, "b": {"vm": {"status": "running"}}}
+    got = eb.finished(pend, ["b", "a"], dst, "hv1", 300, 50.0)
+    assert [g["vm"]["name"] for g in got] == ["a", "b"]  # the plan's order; c was not finished cleanly
+    a, b = got[0]["result"], got[1]["result"]
+    assert (a["vm"], a["source"], a["destination"], a["status"], a["position"]) == ("a", "hv1", "hv2", "completed", 1)
+    assert (a["started_at"], a["finished_at"], a["prepare_started_at"], a["prepared_at"]) == (3.0, 50.0, 1.0, 2.0)
+    # The guest-visible downtime (destination resumed less source stopped) judged against the limit.
+    assert a["guest_visible_downtime_ms"] == 250.0 and a["downtime_within_limit"] is True
+    assert b["guest_visible_downtime_ms"] is None and b["destination"] == "hv3"
+    assert got[0]["message"] == a["message"] and got[0]["message"]
+
+
 @pytest.mark.parametrize("result,dst_tls,src_tls,expected", [
     (ok(), "", "", {"ok": True, "uri": URI, "started": True, "tls": {}, "prepared_at": 5.0}),
     # A destination that was waiting already is not this run's to remove.
