@@ -1,15 +1,12 @@
-"""walm_probe: command-line and /proc parsers, discovery, CPU and network math, and the error paths.
+"""walm_probe: command-line parsing, discovery, and probing real QEMU from end to end.
 
-Real QEMU (firmware only, no guest) is measured, discovered, migrated (to a `-incoming defer` QEMU, so the probe
-must refuse) and asked for what would crash it. A fake monitor stands in only for what real QEMU cannot be on
-demand: a QEMU too old to measure dirty rates, and one whose measurement never finishes.
+Real QEMU (firmware only, no guest) is measured, discovered, and migrated (to a `-incoming defer` QEMU, so the
+probe must refuse).
 """
 
-import json
 import os
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -18,6 +15,7 @@ from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
 from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, normalize, qemu_argv
+from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_procfs import STAT
 
 OPTS = {"duration_s": 0.4, "samples": 2, "dirty_rate_mode": "auto", "sample_pages": None, "persist": False,
         "max_age_s": 0, "all_netns": False, "qmp_timeout_s": 5.0}
@@ -120,164 +118,6 @@ def test_info_invocations_are_not_vms():
     assert not discovery.is_qemu_argv(["qemu-system-x86_64", "-device", "virtio-net-pci,help"])
     assert not discovery.is_qemu_argv(["qemu-img", "info", "x"])
     assert not discovery.is_qemu_argv([])
-
-
-# -- /proc parsers and the math on them -------------------------------------------------------------------------
-
-STAT = ("4242 (CPU 0/TCG) R 1 4240 4240 0 -1 4194368 1000 0 0 0 %d %d 0 0 20 0 3 0 %d 1000000 5000 "
-        "18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 -1 1 0 0 0 %d 0 0 0 0 0 0 0 0 0 0")
-
-
-def test_parse_stat_with_spaces_and_parens_in_comm():
-    st = probe.parse_stat(STAT % (150, 50, 777, 120))
-    assert st["comm"] == "CPU 0/TCG"
-    assert (st["utime_ticks"], st["stime_ticks"], st["start_ticks"], st["guest_ticks"]) == (150, 50, 777, 120)
-    odd = probe.parse_stat("7 (a) b) (c) S " + " ".join(["0"] * 50))
-    assert odd["comm"] == "a) b) (c" and odd["state"] == "S"
-    with open("/proc/self/stat") as f:
-        assert probe.parse_stat(f.read())["start_ticks"] > 0
-
-
-def test_parse_schedstat_status_and_rss():
-    assert probe.parse_schedstat("25113012840 1940993192 97961\n") == {
-        "run_ns": 25113012840, "wait_ns": 1940993192, "timeslices": 97961}
-    st = probe.parse_status("Name:\tqemu-system-x86\nTgid:\t4242\nVmRSS:\t  491468 kB\n")
-    assert st["Tgid"] == "4242" and probe.kib_to_mib(st["VmRSS"]) == pytest.approx(479.95, abs=0.01)
-    assert probe.kib_to_mib(None) is None
-
-
-NET_DEV = """Inter-|   Receive                                                |  Transmit
- face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed
-    lo: 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
- tap0: %d %d 0 %d 0 0 0 0 %d %d 0 %d 0 0 0 0
-"""
-
-
-def test_parse_net_dev():
-    counters = probe.parse_net_dev(NET_DEV % (1000, 10, 1, 2000, 20, 2))
-    assert counters["tap0"] == {"rx_bytes": 1000, "rx_packets": 10, "rx_dropped": 1, "tx_bytes": 2000,
-                                "tx_packets": 20, "tx_dropped": 2}
-    with open("/proc/self/net/dev") as f:
-        assert "lo" in probe.parse_net_dev(f.read())
-
-
-def fake_proc(root, pid=4242, threads=(4243, 4244), run_ns=(0, 0), ticks=(0, 0), proc_ticks=0,
-              net=(0, 0, 0, 0), schedstat=True, wait_ns=(0, 0)):
-    """A /proc tree holding what HostSnapshot reads, for one QEMU process."""
-    base = root / str(pid)
-    for tid, ns, tk, wns in zip(threads, run_ns, ticks, wait_ns):
-        d = base / "task" / str(tid)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "stat").write_text(STAT % (tk, 0, 1, 0))
-        if schedstat:
-            (d / "schedstat").write_text("%d %d 1\n" % (ns, wns))
-        elif (d / "schedstat").exists():
-            (d / "schedstat").unlink()
-    (base / "stat").write_text(STAT % (proc_ticks, 0, 1, 0))
-    (base / "net").mkdir(exist_ok=True)
-    (base / "net" / "dev").write_text(NET_DEV % (net[0], net[1], 0, net[2], net[3], 0))
-    return str(root)
-
-
-def snapshot_at(monkeypatch, t, *args, **kw):
-    monkeypatch.setattr(probe.time, "monotonic", lambda: t)
-    return probe.HostSnapshot(*args, **kw)
-
-
-def test_cpu_math_from_schedstat_snapshots(tmp_path, monkeypatch):
-    proc = fake_proc(tmp_path, run_ns=(1000000000, 5000000000), proc_ticks=100)
-    a = snapshot_at(monkeypatch, 100.0, 4242, [4243, 4244], ["tap0"], proc)
-    # 0.5 s later: vCPU 0 ran the whole time, vCPU 1 a fifth of it; the process used 60 ticks (0.6 s)
-    # and vCPU 1 was ready to run but waited for a host CPU for 0.2 s
-    fake_proc(tmp_path, run_ns=(1500000000, 5100000000), proc_ticks=160, wait_ns=(0, 200000000))
-    b = snapshot_at(monkeypatch, 100.5, 4242, [4243, 4244], ["tap0"], proc)
-    per_vcpu, total, process = probe.cpu_percentages(a, b, [4243, 4244])
-    assert per_vcpu == [pytest.approx(100.0), pytest.approx(20.0)]
-    assert total == pytest.approx(120.0)
-    assert process == pytest.approx(60 * 1e9 / probe.clock_ticks_per_s() / 0.5e9 * 100)
-    wait_per_vcpu, wait, _process_wait = probe.cpu_percentages(a, b, [4243, 4244], "thread_wait_ns")
-    assert wait_per_vcpu == [0.0, pytest.approx(40.0)] and wait == pytest.approx(40.0)
-
-
-def test_cpu_math_from_stat_ticks_and_shared_thread(tmp_path, monkeypatch):
-    hz = probe.clock_ticks_per_s()
-    proc = fake_proc(tmp_path, threads=(4243,), ticks=(0,), schedstat=False, wait_ns=(0,))
-    a = snapshot_at(monkeypatch, 10.0, 4242, [4243], [], proc, use_schedstat=False)
-    fake_proc(tmp_path, threads=(4243,), ticks=(hz,), schedstat=False, wait_ns=(0,))
-    b = snapshot_at(monkeypatch, 12.0, 4242, [4243], [], proc, use_schedstat=False)
-    # single-threaded TCG: both vCPUs on one thread, busy half of the 2 s
-    per_vcpu, total, _process = probe.cpu_percentages(a, b, [4243, 4243])
-    assert total == pytest.approx(50.0) and per_vcpu == [pytest.approx(25.0), pytest.approx(25.0)]
-    assert probe.cpu_percentages(a, b, [4243, 4243], "thread_wait_ns")[1] is None  # stat has no wait time
-    with pytest.raises(ValueError):
-        probe.cpu_percentages(b, a, [4243])
-
-
-def test_vanished_thread_gives_null_not_a_guess(tmp_path, monkeypatch):
-    proc = fake_proc(tmp_path, threads=(4243,), run_ns=(0,), wait_ns=(0,))
-    a = snapshot_at(monkeypatch, 1.0, 4242, [4243, 4299], [], proc)
-    b = snapshot_at(monkeypatch, 2.0, 4242, [4243, 4299], [], proc)
-    per_vcpu, total, _process = probe.cpu_percentages(a, b, [4243, 4299])
-    assert per_vcpu == [0.0, None] and total == 0.0
-
-
-def test_net_rates_are_from_the_guests_side(tmp_path, monkeypatch):
-    proc = fake_proc(tmp_path, net=(0, 0, 0, 0))
-    a = snapshot_at(monkeypatch, 0.0, 4242, [4243], ["tap0", "gone0"], proc)
-    # the tap received 12.5 MB from the guest (guest tx = 100 Mbit/s) and sent it 1 MiB, in 1 s
-    fake_proc(tmp_path, net=(12500000, 10000, 1048576, 800))
-    b = snapshot_at(monkeypatch, 1.0, 4242, [4243], ["tap0", "gone0"], proc)
-    per_tap, totals = probe.net_rates(a, b)
-    assert per_tap["gone0"] is None
-    t = per_tap["tap0"]
-    assert t["tx_mbit_s"] == pytest.approx(100.0) and t["tx_pps"] == pytest.approx(10000)
-    assert t["rx_mib_s"] == pytest.approx(1.0) and t["rx_pps"] == pytest.approx(800)
-    assert totals["tx_mbit_s"] == pytest.approx(100.0) and totals["rx_mib_s"] == pytest.approx(1.0)
-
-
-def test_mean_stdev():
-    assert probe.mean_stdev([10, 20, None]) == {"mean": 15.0, "stdev": 5.0, "min": 10.0, "max": 20.0, "n": 2}
-    assert probe.mean_stdev([None]) is None
-    assert probe.mean_stdev([7])["stdev"] == 0.0
-
-
-# -- choices: mode, sampling, windows ---------------------------------------------------------------------------
-
-def test_mode_choice():
-    assert probe.choose_mode("auto", "v", False, 0, True) == "page-sampling"
-    assert probe.choose_mode("auto", "v", True, 0, True) == "dirty-bitmap"
-    assert probe.choose_mode("auto", "v", True, 4096, True) == "dirty-ring"
-    assert probe.choose_mode("auto", "v", True, 0, False) == "page-sampling"
-    assert probe.choose_mode("dirty-bitmap", "v", True, 0, True) == "dirty-bitmap"
-    with pytest.raises(WalmError, match="VM 'v'.*TCG.*crashes QEMU 7.2.*auto or page-sampling"):
-        probe.choose_mode("dirty-bitmap", "v", False, 0, True)
-    with pytest.raises(WalmError, match="dirty-ring-size"):
-        probe.choose_mode("dirty-ring", "v", True, 0, True)
-    with pytest.raises(WalmError, match="QEMU 6.2"):
-        probe.choose_mode("dirty-bitmap", "v", True, 0, False)
-    with pytest.raises(WalmError, match="must be one of"):
-        probe.choose_mode("magic", "v", True, 0, True)
-
-
-def test_sample_pages_choice():
-    assert probe.choose_sample_pages(512) == 16384
-    assert probe.choose_sample_pages(2048) == 4096
-    assert probe.choose_sample_pages(65536) == 512  # never below QEMU's default
-    assert probe.choose_sample_pages(512, 512) == 512
-    with pytest.raises(WalmError, match="between 128 and 16384"):
-        probe.choose_sample_pages(512, 100000)
-
-
-def test_window_plan():
-    assert probe.window_plan(1.0, 2, True) == (500, False)
-    assert probe.window_plan(1.0, 2, False) == (1000, True)  # QEMU < 8.2: whole seconds
-    assert probe.window_plan(3.0, 3, False) == (1000, False)
-    with pytest.raises(WalmError, match="at least 50 ms"):
-        probe.window_plan(0.1, 4, True)
-    with pytest.raises(WalmError, match="duration_s must be positive"):
-        probe.window_plan(0, 1, True)
-    with pytest.raises(WalmError, match="samples must be at least 1"):
-        probe.window_plan(1, 0, True)
 
 
 # -- discovery on a fake /proc ----------------------------------------------------------------------------------
@@ -443,46 +283,6 @@ def test_default_probe_wall_time(tmp_path, vm):
     assert wall <= 2.5 and result["probe_wall_time_s"] <= 2.5, wall
 
 
-def test_balloon_without_driver_is_null_not_a_guess(tmp_path):
-    proc, sock = start_qemu(tmp_path, "pballoon", extra=["-device", "virtio-balloon-pci,id=balloon0"])
-    try:
-        (r,) = probe.run(opts(tmp_path, qmp_socket=sock, samples=1, duration_s=0.1))["vms"]
-        assert r["workload"]["guest_memory_used_mib"] is None
-        assert any("balloon reports no statistics" in lim for lim in r["limits"])
-    finally:
-        stop(proc)
-
-
-def test_persist_and_reuse_fresh_reading(tmp_path, vm):
-    _proc, sock = vm
-    o = opts(tmp_path, name="pvm1", samples=1, duration_s=0.1)
-    checked = probe.run(dict(o, persist=True), check_mode=True)
-    assert checked["persisted"] == [] and not (tmp_path / "state").exists()
-    first = probe.run(dict(o, persist=True))
-    path = str(tmp_path / "state" / "probe" / "pvm1.json")
-    assert first["persisted"] == [path] and oct(os.stat(path).st_mode & 0o777) == "0o600"
-    again = probe.run(dict(o, max_age_s=60))["vms"][0]
-    assert again["cached"] is True and again["probed_at"] == first["vms"][0]["probed_at"] and again["age_s"] >= 0
-    assert probe.run(dict(o, max_age_s=0))["vms"][0]["cached"] is False
-    stale = json.load(open(path))
-    stale["latest"]["probed_at"] -= 3600
-    json.dump(stale, open(path, "w"))
-    assert probe.run(dict(o, max_age_s=60))["vms"][0]["cached"] is False
-    probe.run(dict(o, persist=True))
-    assert len(json.load(open(path))["history"]) == 2
-
-
-def test_dirty_bitmap_on_tcg_is_refused_and_qemu_survives(tmp_path, vm):
-    proc, sock = vm
-    with pytest.raises(WalmError) as err:
-        run_one(tmp_path, qmp_socket=sock, dirty_rate_mode="dirty-bitmap")
-    assert "crashes QEMU 7.2" in str(err.value) and "VM 'pvm1'" in str(err.value)
-    with pytest.raises(WalmError, match="dirty-ring-size"):
-        run_one(tmp_path, qmp_socket=sock, dirty_rate_mode="dirty-ring")
-    time.sleep(0.5)
-    assert proc.poll() is None
-
-
 def run_one(tmp_path, **kw):
     """What the module does for one VM: a failure is an error."""
     result = probe.run(opts(tmp_path, **kw))
@@ -554,172 +354,6 @@ def test_vm_migrating_is_refused(tmp_path):
     finally:
         stop(src)
         stop(dst)
-
-
-# -- a fake monitor for what real QEMU cannot be on demand ------------------------------------------------------
-
-class FakeQEMU(threading.Thread):
-    """A QMP server answering from a table: an old QEMU, or one whose measurement never ends."""
-
-    def __init__(self, path, version, answers):
-        super().__init__(daemon=True)
-        self.version = version
-        self.answers = answers
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(path)
-        self.srv.listen(4)
-        self.stopped = False
-
-    def run(self):
-        while not self.stopped:
-            try:
-                conn, _addr = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
-
-    def serve(self, conn):
-        major, minor, micro = self.version
-        conn.sendall(json.dumps({"QMP": {"version": {"qemu": {"major": major, "minor": minor, "micro": micro},
-                                                     "package": "fake"}, "capabilities": []}}).encode() + b"\n")
-        buf = ""
-        decoder = json.JSONDecoder()
-        while True:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            buf += data.decode()
-            while buf.strip():
-                try:
-                    msg, end = decoder.raw_decode(buf.lstrip())
-                except ValueError:
-                    break  # incomplete message: read more
-                buf = buf.lstrip()[end:]
-                conn.sendall(json.dumps(self.reply(msg)).encode() + b"\n")
-
-    def reply(self, msg):
-        major, minor, micro = self.version
-        cmd = msg.get("execute")
-        if cmd == "qmp_capabilities":
-            return {"return": {}, "id": msg.get("id")}
-        if cmd == "query-version":
-            return {"return": {"qemu": {"major": major, "minor": minor, "micro": micro}, "package": "fake"},
-                    "id": msg.get("id")}
-        if cmd in self.answers:
-            return {"return": self.answers[cmd], "id": msg.get("id")}
-        return {"error": {"class": "CommandNotFound", "desc": "The command %s has not been found" % cmd},
-                "id": msg.get("id")}
-
-    def close(self):
-        self.stopped = True
-        self.srv.close()
-
-
-BASIC = {"query-status": {"status": "running", "running": True}, "query-migrate": {},
-         "query-kvm": {"enabled": False, "present": False},
-         "query-cpus-fast": [{"cpu-index": 0, "thread-id": os.getpid()}],
-         "query-memory-size-summary": {"base-memory": 512 * 1024 * 1024}}
-
-
-def test_qemu_too_old(tmp_path):
-    path = str(tmp_path / "old.qmp")
-    fake = FakeQEMU(path, (5, 1, 0), dict(BASIC, **{"query-commands": [{"name": "query-status"}]}))
-    fake.start()
-    try:
-        with pytest.raises(WalmError) as err:
-            run_one(tmp_path, qmp_socket=path)
-        assert "QEMU 5.1.0 is too old to measure its dirty rate" in str(err.value)
-        assert "upgrade QEMU" in str(err.value)
-    finally:
-        fake.close()
-
-
-def test_another_measurement_never_ending(tmp_path):
-    path = str(tmp_path / "busy.qmp")
-    cmds = [{"name": n} for n in ("calc-dirty-rate", "query-dirty-rate")]
-    fake = FakeQEMU(path, (10, 0, 0), dict(BASIC, **{"query-commands": cmds,
-                                                     "query-dirty-rate": {"status": "measuring"}}))
-    fake.start()
-    try:
-        with pytest.raises(WalmError, match="another dirty-rate measurement is running"):
-            run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.1)
-    finally:
-        fake.close()
-
-
-def test_old_qemu_measures_whole_seconds_with_page_sampling(tmp_path):
-    """QEMU 6.2-8.1: no millisecond windows; the window is rounded up and the reading says so."""
-    path = str(tmp_path / "q7.qmp")
-    cmds = [{"name": n} for n in ("calc-dirty-rate", "query-dirty-rate")]
-    fake = FakeQEMU(path, (7, 2, 0), dict(BASIC, **{
-        "query-commands": cmds, "calc-dirty-rate": {},
-        "query-dirty-rate": {"status": "measured", "dirty-rate": 12, "calc-time": 1}}))
-    fake.start()
-    try:
-        r = run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.3)
-        assert r["settings"]["window_ms"] == 1000 and r["samples"][0]["window_ms"] == 1000
-        assert r["workload"]["dirty_rate_mib_s"] == 12 and r["vm"]["qemu_version"] == "7.2.0"
-        assert any("whole seconds" in lim for lim in r["limits"])
-    finally:
-        fake.close()
-
-
-class StatusQEMU(FakeQEMU):
-    """A fake that records the commands it gets and reports `later` as its status from the n-th query-status on."""
-
-    def __init__(self, path, answers, later=None, from_query=None):
-        super().__init__(path, (7, 2, 0), answers)
-        self.commands = []
-        self.later, self.from_query, self.status_queries = later, from_query, 0
-
-    def reply(self, msg):
-        self.commands.append(msg.get("execute"))
-        if msg.get("execute") == "query-status":
-            self.status_queries += 1
-            if self.later and self.status_queries >= self.from_query:
-                return {"return": {"status": self.later, "running": False}, "id": msg.get("id")}
-        return super().reply(msg)
-
-
-MEASURABLE = dict(BASIC, **{"query-commands": [{"name": n} for n in ("calc-dirty-rate", "query-dirty-rate")],
-                            "calc-dirty-rate": {},
-                            "query-dirty-rate": {"status": "measured", "dirty-rate": 12, "calc-time": 1}})
-
-
-@pytest.mark.parametrize("status", ["paused", "postmigrate", "prelaunch", "suspended", "shutdown", "finish-migrate",
-                                    "internal-error", "guest-panicked", "restore-vm", "inmigrate"])
-def test_a_vm_that_is_not_running_is_not_measured(tmp_path, status):
-    """A paused guest dirties no memory and uses no vCPU: its reading would pass for an idle workload."""
-    path = str(tmp_path / "paused.qmp")
-    fake = StatusQEMU(path, dict(MEASURABLE, **{"query-status": {"status": status, "running": False}}))
-    fake.start()
-    try:
-        with pytest.raises(WalmError) as err:
-            run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.1)
-        if status == "inmigrate":
-            assert "is the destination of an incoming migration (status inmigrate)" in str(err.value)
-        else:
-            assert "is not running (QEMU status %s)" % status in str(err.value)
-            assert "has no workload to measure" in str(err.value) and "once it is resumed" in str(err.value)
-        assert err.value.details.get("status") == status
-        assert "calc-dirty-rate" not in fake.commands  # refused before measuring
-    finally:
-        fake.close()
-
-
-def test_a_vm_paused_while_measured_gives_no_reading(tmp_path):
-    path = str(tmp_path / "pausing.qmp")
-    fake = StatusQEMU(path, MEASURABLE, later="paused", from_query=2)
-    fake.start()
-    try:
-        with pytest.raises(WalmError, match="is not running \\(QEMU status paused\\)"):
-            run_one(tmp_path, qmp_socket=path, samples=1, duration_s=0.1)
-        assert "calc-dirty-rate" in fake.commands
-    finally:
-        fake.close()
 
 
 # -- the module -------------------------------------------------------------------------------------------------

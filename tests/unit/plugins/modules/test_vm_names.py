@@ -12,7 +12,7 @@ import os
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe, vmhost, vmlock
+from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe, reading_store, vmhost, vmlock
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.migration import migrate_vm
 from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService, list_vm_info
@@ -163,7 +163,7 @@ def test_discovery_keeps_foreign_qemu_with_an_odd_name_without_state_files(tmp_p
             "unix:%s,server=on,wait=off" % (tmp_path / "odd.qmp")]
     t = discovery._target_for_process(999999, argv, str(tmp_path / "state"), proc=str(tmp_path / "proc"))
     assert t.name == "../victim" and not t.managed
-    assert probe.reading_path(str(tmp_path / "state"), t.name).startswith(str(tmp_path / "state" / "probe") + "/")
+    assert reading_store.reading_path(str(tmp_path / "state"), t.name).startswith(str(tmp_path / "state" / "probe") + "/")
 
 
 # -- every module's entry point ---------------------------------------------------------------------------------
