@@ -13,7 +13,7 @@ import math
 import re
 import time
 
-from . import adaptation, migration_tls, progress, vmhost, vmlock
+from . import adaptation, migration_tls, progress, qemu_binary, qemu_process, vm_records, vmlock
 from .errors import WalmError
 from .methods import METHOD_BY_NAME, METHODS, ON_TIMEOUT, ON_TIMEOUT_BY_NAME
 from .qmp import QMP, QMPFailure, event_time_s
@@ -642,11 +642,11 @@ def migrate_vm(params, check_mode=False, migration=None):
     paths = HostPaths(params["state_dir"], params["name"])
     if migration is None:
         migration = build_migration(params, check_mode)
-    if not vmhost.running_pid(paths):
-        known = vmhost.list_vms(params["state_dir"])
+    if not qemu_process.running_pid(paths):
+        known = vm_records.list_vms(params["state_dir"])
         raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"
                         % (params["name"], params["state_dir"], ", ".join(known) or "none"))
-    record = vmhost.read_record(paths) or {}
+    record = vm_records.read_record(paths) or {}
     expected = params.get("expected_definition_sha256")
     if record.get("definition"):
         # Computed afresh: a record written by an earlier version may carry a fingerprint that counted tap names.
@@ -661,5 +661,5 @@ def migrate_vm(params, check_mode=False, migration=None):
                                                                               else ""), wait_s=0):
         result = migration.run(check_mode=check_mode)
     # The QEMU that runs the VM, which the binary on disk may no longer be after an upgrade.
-    result["qemu_version"] = record.get("qemu_version") or vmhost.qemu_version()[1]
+    result["qemu_version"] = record.get("qemu_version") or qemu_binary.qemu_version()[1]
     return result

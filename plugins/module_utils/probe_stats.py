@@ -16,7 +16,8 @@ def mean_stdev(values):
         return None
     m = sum(vals) / len(vals)
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
-    return {"mean": rounded(m), "stdev": rounded(sd), "min": rounded(min(vals)), "max": rounded(max(vals)), "n": len(vals)}
+    return {"mean": rounded(m), "stdev": rounded(sd), "min": rounded(min(vals)), "max": rounded(max(vals)),
+            "n": len(vals)}
 
 
 def rounded(value, digits=2):

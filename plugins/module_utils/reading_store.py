@@ -10,7 +10,7 @@ import os
 import re
 import time
 
-from . import discovery, vmhost
+from . import procfs, vm_records
 from .probe_stats import rounded
 
 HISTORY_LEN = 60
@@ -33,7 +33,7 @@ def load_reading(state_dir, name):
 
 def save_reading(state_dir, reading):
     """Store a reading as the VM's latest and append it to a short history (atomic replace, mode 0600)."""
-    vmhost.check_state_dir(state_dir)
+    vm_records.check_state_dir(state_dir)
     directory = os.path.join(state_dir, PROBE_SUBDIR)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
@@ -44,7 +44,7 @@ def save_reading(state_dir, reading):
                     "workload": dict((k, v) for k, v in reading["workload"].items() if k != "net_per_tap")})
     doc = {"latest": reading, "history": history[-HISTORY_LEN:]}
     path = reading_path(state_dir, name)
-    vmhost.write_file_atomic(path, json.dumps(doc, sort_keys=True))
+    vm_records.write_file_atomic(path, json.dumps(doc, sort_keys=True))
     return path
 
 
@@ -57,8 +57,7 @@ def fresh_reading(state_dir, target, max_age_s, proc="/proc", now=None):
     if not latest:
         return None
     vm = latest.get("vm") or {}
-    if vm.get("pid") != target.pid or vm.get("process_start_ticks") != discovery.process_start_ticks(target.pid,
-                                                                                                     proc):
+    if vm.get("pid") != target.pid or vm.get("process_start_ticks") != procfs.process_start_ticks(target.pid, proc):
         return None  # another QEMU process (restarted VM, reused pid)
     age = (now if now is not None else time.time()) - float(latest.get("probed_at") or 0)
     if age < 0 or age > max_age_s:

@@ -9,7 +9,7 @@ import math
 import os
 import time
 
-from . import discovery, memscan
+from . import memscan, procfs, qemu_cmdline
 from .errors import WalmError
 from .host_counters import MIB, TAP_METRICS, HostSnapshot, cpu_percentages, net_rates, schedstat_available
 from .migration import ACTIVE_STATES
@@ -84,12 +84,12 @@ class VMProbe(object):
         self.pid = self._pid_from_threads()
         if self.t.pid is None or not self.t.argv:
             self.t.pid = self.pid
-            self.t.argv = discovery.read_cmdline(self.pid, self.proc) or []
-            self.t.facts = discovery.qemu_facts(self.t.argv)
+            self.t.argv = procfs.read_cmdline(self.pid, self.proc) or []
+            self.t.facts = qemu_cmdline.qemu_facts(self.t.argv)
             if self.t.name is None:
                 self.t.name = self.t.facts.get("name") or "qemu-%d" % self.pid
                 self.qmp.vm = self.t.name
-        self.start_ticks = discovery.process_start_ticks(self.pid, self.proc)
+        self.start_ticks = procfs.process_start_ticks(self.pid, self.proc)
         self.taps = self._taps()
         self.macs = self._macs()
         has_mode = self.version >= (6, 2)
@@ -154,7 +154,7 @@ class VMProbe(object):
                                                                       self.vcpu_threads))
 
     def _taps(self):
-        taps = discovery.tun_interfaces(self.pid, self.proc)
+        taps = procfs.tun_interfaces(self.pid, self.proc)
         if not taps:
             taps = list(self.t.facts.get("taps") or [])
         return taps

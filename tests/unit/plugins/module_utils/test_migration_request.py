@@ -9,7 +9,7 @@ import json
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.walm.qemu.plugins.module_utils import migration, vmhost
+from ansible_collections.walm.qemu.plugins.module_utils import migration, qemu_binary, qemu_process, vm_records
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration, check_request, migrate_vm
 
@@ -114,7 +114,7 @@ def test_check_request_is_pure(monkeypatch):
         raise AssertionError("check_request did I/O")
     monkeypatch.setattr("builtins.open", forbidden)
     monkeypatch.setattr(migration, "QMP", forbidden)
-    monkeypatch.setattr(migration.vmhost, "running_pid", forbidden)
+    monkeypatch.setattr(migration.qemu_process, "running_pid", forbidden)
     check(destination_uri="tcp:[::1]:1")
 
 
@@ -145,8 +145,9 @@ PARAMS = {"name": "vm1", "destination_uri": "tcp:127.0.0.1:4444", "method": "pre
 def untouched(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("touched the host before the request was checked")
-    for name in ("running_pid", "read_record", "list_vms", "qemu_version"):
-        monkeypatch.setattr(vmhost, name, forbidden)
+    for module, name in ((qemu_process, "running_pid"), (vm_records, "read_record"), (vm_records, "list_vms"),
+                         (qemu_binary, "qemu_version")):
+        monkeypatch.setattr(module, name, forbidden)
     monkeypatch.setattr(migration, "QMP", forbidden)
 
 

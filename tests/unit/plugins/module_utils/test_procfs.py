@@ -40,3 +40,22 @@ def test_parse_net_dev():
                                 "tx_packets": 20, "tx_dropped": 2}
     with open("/proc/self/net/dev") as f:
         assert "lo" in procfs.parse_net_dev(f.read())
+
+
+def test_parse_net_unix():
+    text = ("Num       RefCount Protocol Flags    Type St Inode Path\n"
+            "0000000000000000: 00000002 00000000 00010000 0001 01 31337 /run/libvirt/qemu/mon.sock\n"
+            "0000000000000000: 00000002 00000000 00000000 0001 03 31338\n")
+    assert procfs.parse_net_unix(text) == {31337: "/run/libvirt/qemu/mon.sock"}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("MemTotal:       24608768 kB\nMemFree:  100 kB\nMemAvailable:   22395136 kB\n",
+     {"total_mib": 24032, "available_mib": 21870}),
+    # An old kernel without MemAvailable: unknown, never a guess.
+    ("MemTotal:       1048576 kB\nMemFree:  524288 kB\n", {"total_mib": 1024, "available_mib": None}),
+])
+def test_host_memory_from_meminfo(tmp_path, text, expected):
+    path = tmp_path / "meminfo"
+    path.write_text(text)
+    assert procfs.host_memory(str(path)) == expected
