@@ -17,12 +17,12 @@ import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils import images
 from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
-from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_decide import (
-    HEAVY_AT_LINK, LAB_LINK_MIB_S, RULE_DB, probe)
+from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_decide_policy import HEAVY_AT_LINK, LAB_LINK_MIB_S, probe
+from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_decide_rules import RULE_DB
 from ansible_collections.walm.qemu.tests.unit.plugins.modules.test_walm_image import VENV_BIN, export_files, make_sparse
 
 
-# -- walm_decide (tests/unit/plugins/module_utils/test_decide.py) -----------------------------------------------
+# -- walm_decide (tests/unit/plugins/module_utils/test_decide_*.py) ---------------------------------------------
 
 def adhoc(args, check=False):
     """Run walm_decide through ansible's ad-hoc command on localhost; (rc, parsed JSON result)."""
