@@ -76,7 +76,7 @@ def _adaptation_step(c, run):
 
 
 def postcopy_possible(run):
-    """postcopy-ram is negotiated when post-copy is allowed or is the timeout action (migration.needs_postcopy)."""
+    """postcopy-ram is negotiated when post-copy is allowed or is the timeout action (migration_capabilities.needs_postcopy)."""
     return run["allow_postcopy"] or ON_TIMEOUT_BY_NAME[run["on_timeout"]].postcopy
 
 

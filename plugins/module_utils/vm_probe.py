@@ -12,7 +12,7 @@ import time
 from . import memscan, procfs, qemu_cmdline
 from .errors import WalmError
 from .host_counters import MIB, TAP_METRICS, HostSnapshot, cpu_percentages, net_rates, schedstat_available
-from .migration import ACTIVE_STATES
+from .migration_status import ACTIVE_STATES
 from .probe_settings import (MIN_SAMPLED_BLOCK_MIB, QEMU_DEFAULT_SAMPLE_PAGES, choose_mode, choose_sample_pages,
                              limits_for, version_tuple, window_plan)
 from .probe_stats import iso_utc, mean_of, mean_stdev, rounded

@@ -15,7 +15,7 @@ import time
 from . import discovery, eventlog, images, migration_tls, nicnames, qemu_binary, qemu_process, taps, vm_records, vmlock
 from .errors import WalmError
 from .methods import METHODS, ON_TIMEOUT
-from .migration import capabilities_for, set_capabilities
+from .migration_capabilities import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
 from .vmdef import HostPaths, fingerprint, normalize
 

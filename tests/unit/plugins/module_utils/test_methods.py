@@ -4,7 +4,8 @@ the order the choice lists show them, and the behaviour each entry gives the cod
 import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils import adaptation, decide_defaults, evacuation_plan, methods
-from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration, capabilities_for, needs_postcopy
+from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration
+from ansible_collections.walm.qemu.plugins.module_utils.migration_capabilities import capabilities_for, needs_postcopy
 
 # name, label, postcopy, switch_point, adapts, safety_rank
 METHOD_ROWS = [

@@ -15,7 +15,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.walm.qemu.plugins.module_utils import (discovery, host_command, probe, qemu_process, reading_store,
                                                                 taps, vmlock)
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.plugins.module_utils.migration import migrate_vm
+from ansible_collections.walm.qemu.plugins.module_utils.migration_service import migrate_vm
 from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService, list_vm_info
 from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, check_name, normalize
 
