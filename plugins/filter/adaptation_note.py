@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.walm.qemu.plugins.module_utils.evacuation import adaptation_text
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation_summary import adaptation_text
 
 
 def adaptation_note(result):

@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.plugins.module_utils.migration import check_request
+from ansible_collections.walm.qemu.plugins.module_utils.migration_request import check_request
 
 KEYS = ("method", "on_timeout", "switch_after_passes", "downtime_limit_ms", "max_bandwidth_mib_s",
         "max_postcopy_bandwidth_mib_s", "timeout_s")

@@ -8,7 +8,7 @@ Every mutation is guarded by check_mode and listed in `actions`, so check mode p
 
 from __future__ import absolute_import, division, print_function
 
-from . import nfsurl, vmhost
+from . import images, nfsurl, qemu_process
 from .errors import WalmError
 
 
@@ -29,17 +29,17 @@ class ImageService(object):
         return out
 
     def inspect(self):
-        info = vmhost.image_info(self.image, self.format)
+        info = images.image_info(self.image, self.format)
         if info is None:
             return self.facts
         self.facts["exists"] = True
         self.facts["virtual_size_bytes"] = info.get("virtual-size")
         if self.format == "qcow2":
-            allocated, total = vmhost.qcow2_allocation(self.image, timeout_s=self.timeout_s)
+            allocated, total = images.qcow2_allocation(self.image, timeout_s=self.timeout_s)
             self.facts.update(allocated_clusters=allocated, total_clusters=total,
                               sparse=bool(total) and allocated < total)
             self.facts["affected"] = self.facts["sparse"] and self.facts["nfs"]
-        self.facts["in_use_by"] = vmhost.processes_using(self.image)
+        self.facts["in_use_by"] = qemu_process.processes_using(self.image)
         return self.facts
 
     def ensure(self, sparse_on_nfs="refuse", must_exist=True):
@@ -61,7 +61,7 @@ class ImageService(object):
                             "then fix it" % (detail, ", ".join(str(p["pid"]) for p in facts["in_use_by"])))
         if not self.check_mode:
             # On failure the original is untouched and the copy removed: nothing changed.
-            vmhost.preallocate_qcow2(self.image, timeout_s=self.timeout_s)
+            images.preallocate_qcow2(self.image, timeout_s=self.timeout_s)
         self.actions.append("replace %s by a copy with preallocated metadata (qemu-img convert, compare, atomic "
                             "rename)" % self.image)
         self.changed = True

@@ -7,7 +7,7 @@ One host at a time is drained (its VMs evacuated to the others), maintained and 
 before anything moves, which VMs each host will hold at its turn and where they go:
 - destinations that were maintained earlier (in this run or an interrupted one) come first, so a VM is not moved
   onto a host that will itself be emptied later, when a maintained host has room; among equals the most free memory
-  left, as the evacuation itself places (module_utils/evacuation.py);
+  left, as the evacuation itself places (module_utils/evacuation_placement.py);
 - a host's free memory shrinks by the VMs placed on it and grows back by those that leave it;
 - the least number of migrations the run could do, whatever the placement: a VM moves once if a host other than its
   own is maintained before its host's turn, twice otherwise (it goes to a host that is maintained later).

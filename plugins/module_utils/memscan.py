@@ -26,6 +26,8 @@ import random
 import re
 import struct
 
+from .procfs import parse_maps
+
 MIB = 1024 * 1024
 MIN_BLOCK_MIB = 16
 DEFAULT_SAMPLES = 8192
@@ -63,18 +65,6 @@ def parse_ramblocks(text):
 def guest_ram_blocks(blocks):
     """The blocks that hold guest RAM: read-write, at least MIN_BLOCK_MIB (ROMs and device buffers are small)."""
     return [b for b in blocks if not b["readonly"] and b["used"] >= MIN_BLOCK_MIB * MIB]
-
-
-def parse_maps(text):
-    """(start, size) of the read-write private or shared mappings in /proc/PID/maps text."""
-    out = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 2 or not fields[1].startswith("rw"):
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        out.append((start, end - start))
-    return out
 
 
 def _locate(pid, blocks, proc):

@@ -4,206 +4,24 @@
 """The migration engine: drives the source QEMU through QMP, polls progress, keeps one snapshot per pass.
 
 The destination side (incoming QEMU, its capabilities, migrate-incoming) is driven on its own host by the
-walm_vm module; both sides take their capabilities from capabilities_for() so they always agree.
+walm_vm module; both sides take their capabilities from migration_capabilities.capabilities_for() so they
+always agree.
 """
 
 from __future__ import absolute_import, division, print_function
 
-import math
-import re
 import time
 
-from . import adaptation, migration_tls, progress, vmhost, vmlock
+from . import adaptation, migration_tls, progress
 from .errors import WalmError
-from .methods import METHOD_BY_NAME, METHODS, ON_TIMEOUT, ON_TIMEOUT_BY_NAME
+from .methods import METHOD_BY_NAME, ON_TIMEOUT_BY_NAME
+from .migration_capabilities import (apply_capabilities, capabilities_for, check_capabilities, needs_postcopy,
+                                     outgoing_capabilities)
+from .migration_request import MAX_DOWNTIME_LIMIT_MS, MAX_TIMEOUT_S, check_flag, check_number, check_request
+from .migration_status import ACTIVE_STATES, FINAL_STATES, POSTCOPY_STATES, RESUMING, snapshot
 from .qmp import QMP, QMPFailure, event_time_s
-from .vmdef import HostPaths, fingerprint
 
 MIB = 1024 * 1024
-
-# query-migrate states in which a migration is still under way.
-ACTIVE_STATES = ("setup", "active", "device", "pre-switchover", "postcopy-active", "postcopy-paused",
-                 "postcopy-recover", "postcopy-recover-setup", "wait-unplug", "cancelling", "colo")
-FINAL_STATES = ("completed", "failed", "cancelled")
-# A resumed post-copy still connecting to the destination.
-RESUMING = ("postcopy-recover-setup", "postcopy-recover")
-POSTCOPY_STATES = ("postcopy-active", "postcopy-paused", "postcopy-recover", "postcopy-recover-setup")
-# postcopy-preempt (faulted pages on their own channel, ahead of the background stream) exists since QEMU 8.0.
-PREEMPT_MIN_VERSION = (8, 0, 0)
-
-# Ceilings of a migration request (check_request), so that a typo fails before anything is touched.
-MAX_DOWNTIME_LIMIT_MS = 2000000  # QEMU's own maximum for downtime-limit (2000 s)
-# 1 TiB/s: far above any link, and what 0 ("no limit") gives QEMU; in bytes/s it fits QEMU's int64 with room.
-MAX_BANDWIDTH_MIB_S = 1024 * 1024
-MAX_TIMEOUT_S = 86400  # a day: a pre-copy that has not converged by then will not
-MAX_SWITCH_AFTER_PASSES = 1000  # far beyond where pre-copy has either converged or never will
-# tcp:HOST:PORT, the only URI QEMU is given unless allow_unsafe_uri: HOST a name, IPv4, or IPv6 in brackets.
-TCP_URI_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
-                        r":([0-9]{1,5})\Z")
-
-
-def needs_postcopy(method, on_timeout="abort", allow_postcopy=False):
-    """Whether postcopy-ram must be negotiated: the method or the timeout action uses post-copy, or post-copy is
-    allowed, so that the run-time adaptation can switch a pre-copy that does not converge."""
-    m, action = METHOD_BY_NAME.get(method), ON_TIMEOUT_BY_NAME.get(on_timeout)
-    return bool(m and m.postcopy) or bool(action and action.postcopy) or bool(allow_postcopy)
-
-
-def capabilities_for(method, on_timeout="abort", qemu_versions=(), allow_postcopy=False):
-    """Migration capabilities both sides set for a method (allow_postcopy: see needs_postcopy).
-
-    return-path lets the destination report a failed load to the source, so a broken destination is not
-    mistaken for success (without it the source declares success as soon as it has sent everything); post-copy
-    needs it too. postcopy-ram must be set on both sides before `migrate`, also when pre-copy may be switched to
-    post-copy at its timeout. postcopy-preempt is used only when every QEMU involved (`qemu_versions`, tuples)
-    is 8.0 or newer, since both sides must agree. multifd is never combined with post-copy (crashes QEMU 7.2).
-    """
-    if method not in METHODS:
-        raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
-    if on_timeout not in ON_TIMEOUT:
-        raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
-    caps = {"events": True, "return-path": True}
-    if needs_postcopy(method, on_timeout, allow_postcopy):
-        caps["postcopy-ram"] = True
-        versions = [tuple(v) for v in qemu_versions if v]
-        if versions and min(versions) >= PREEMPT_MIN_VERSION:
-            caps["postcopy-preempt"] = True
-    return caps
-
-
-def _number(name, value, rule, low, high, integer=False, low_allowed=True):
-    """value as an int or float if it is a finite number (or the string of one) within [low, high], else refuse.
-
-    Playbook variables often arrive as strings ("300"); those are converted. Booleans and fractions where an
-    integer is needed are refused, never rounded.
-    """
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        f = None
-    if isinstance(value, bool) or f is None or not math.isfinite(f) or (integer and f != int(f)) \
-            or f < low or f > high or (f == low and not low_allowed):
-        raise WalmError("%s must be %s, got %r" % (name, rule, value))
-    return int(f) if integer else f
-
-
-def _flag(name, value):
-    """A yes/no option: a boolean, or one of the strings Ansible reads as one; anything else is refused."""
-    if isinstance(value, bool):
-        return value
-    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-    if isinstance(value, str) and value.strip().lower() in words:
-        return words[value.strip().lower()]
-    raise WalmError("%s must be true or false, got %r" % (name, value))
-
-
-def check_destination_uri(uri, allow_unsafe_uri=False):
-    """Refuse a migration URI that is not tcp:HOST:PORT unless allow_unsafe_uri; returns the URI."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise WalmError("destination_uri is missing: pass the incoming_uri that walm_vm state=incoming returned on "
-                        "the destination (e.g. tcp:10.0.0.2:49152)")
-    scheme, sep, _address = uri.partition(":")
-    if not sep or not scheme:
-        raise WalmError("destination_uri %r is not a QEMU migration URI (e.g. tcp:10.0.0.2:49152)" % (uri,))
-    if scheme != "tcp":
-        if allow_unsafe_uri:
-            return uri
-        raise WalmError("destination_uri %r uses the scheme %r: only tcp:HOST:PORT is accepted, because QEMU runs "
-                        "an exec: URI as a shell command on the source and file:, unix: or fd: reach this host's "
-                        "files. Pass the incoming_uri of walm_vm state=incoming, or set allow_unsafe_uri: true if "
-                        "the other scheme is meant" % (uri, scheme + ":"))
-    m = TCP_URI_RE.match(uri)
-    if not m or not 1 <= int(m.group(4)) <= 65535:
-        raise WalmError("destination_uri %r is not tcp:HOST:PORT with a port from 1 to 65535 (an IPv6 address "
-                        "goes in brackets: tcp:[fd00::2]:49152)" % (uri,))
-    return uri
-
-
-def check_request(method, on_timeout, switch_after_passes, downtime_limit_ms, max_bandwidth_mib_s,
-                  max_postcopy_bandwidth_mib_s, timeout_s, destination_uri=None, allow_unsafe_uri=False):
-    """Validate one migration request before anything is touched; returns its values, converted.
-
-    Pure (no I/O), so it can check a playbook's parameters on the controller before any QEMU starts. Numbers may
-    be given as strings of numbers (as playbook variables often are); they come back as int (switch_after_passes,
-    downtime_limit_ms) or float (the rest). destination_uri None means "not known yet" (the destination is not
-    prepared) and is not checked. Raises WalmError naming the parameter and the fix.
-    """
-    if method not in METHODS:
-        raise WalmError("unknown migration method %r; choose one of %s" % (method, ", ".join(METHODS)))
-    if on_timeout not in ON_TIMEOUT:
-        raise WalmError("unknown on_timeout %r; choose one of %s" % (on_timeout, ", ".join(ON_TIMEOUT)))
-    allow_unsafe_uri = _flag("allow_unsafe_uri", allow_unsafe_uri)
-    bandwidth_rule = "0 (no limit) or at most %d MiB/s (1 TiB/s)" % MAX_BANDWIDTH_MIB_S
-    return {
-        "method": method,
-        "on_timeout": on_timeout,
-        "switch_after_passes": _number(
-            "switch_after_passes", switch_after_passes,
-            "an integer from 1 to %d (complete pre-copy passes before a hybrid switches; to switch during the "
-            "first pass use method postcopy)" % MAX_SWITCH_AFTER_PASSES, 1, MAX_SWITCH_AFTER_PASSES, integer=True),
-        "downtime_limit_ms": _number(
-            "downtime_limit_ms", downtime_limit_ms,
-            "an integer from 1 to %d (QEMU's limit)" % MAX_DOWNTIME_LIMIT_MS, 1, MAX_DOWNTIME_LIMIT_MS,
-            integer=True),
-        "max_bandwidth_mib_s": _number("max_bandwidth_mib_s", max_bandwidth_mib_s, bandwidth_rule, 0,
-                                       MAX_BANDWIDTH_MIB_S),
-        "max_postcopy_bandwidth_mib_s": _number("max_postcopy_bandwidth_mib_s", max_postcopy_bandwidth_mib_s,
-                                                bandwidth_rule, 0, MAX_BANDWIDTH_MIB_S),
-        "timeout_s": _number("timeout_s", timeout_s, "above 0 and at most %d s (a day)" % MAX_TIMEOUT_S, 0,
-                             MAX_TIMEOUT_S, low_allowed=False),
-        "destination_uri": None if destination_uri is None else check_destination_uri(destination_uri,
-                                                                                      allow_unsafe_uri),
-        "allow_unsafe_uri": allow_unsafe_uri,
-    }
-
-
-def check_capabilities(qmp, caps):
-    """Fail clearly (instead of with QEMU's error) when this QEMU lacks one of the capabilities."""
-    known = set(c["capability"] for c in qmp.execute("query-migrate-capabilities"))
-    missing = sorted(set(caps) - known)
-    if missing:
-        raise WalmError("VM '%s': this QEMU does not support migration capabilities %s"
-                        % (qmp.vm, ", ".join(missing)))
-
-
-def apply_capabilities(qmp, caps):
-    qmp.execute("migrate-set-capabilities",
-                {"capabilities": [{"capability": k, "state": bool(v)} for k, v in sorted(caps.items())]})
-
-
-# The capabilities WALM sets. A QEMU that was itself the destination of a post-copy migration keeps the post-copy
-# ones on; migrating it again to a destination prepared for pre-copy then fails at once ("Sibling indicated error").
-MANAGED_CAPABILITIES = ("events", "return-path", "postcopy-ram", "postcopy-preempt", "auto-converge")
-
-
-def outgoing_capabilities(qmp, caps):
-    """caps, plus every managed capability this QEMU has on that caps does not ask for, turned off."""
-    on = set(c["capability"] for c in qmp.execute("query-migrate-capabilities") if c.get("state"))
-    out = dict((k, False) for k in MANAGED_CAPABILITIES if k in on and k not in caps)
-    out.update(caps)
-    return out
-
-
-def set_capabilities(qmp, caps):
-    """Set capabilities after checking this QEMU knows them all."""
-    check_capabilities(qmp, caps)
-    apply_capabilities(qmp, caps)
-
-
-def _snapshot(info, t0):
-    ram = info.get("ram") or {}
-    return {
-        "t_ms": int((time.time() - t0) * 1000),
-        "status": info.get("status"),
-        "pass": ram.get("dirty-sync-count", 0),
-        "transferred_bytes": ram.get("transferred", 0),
-        "remaining_bytes": ram.get("remaining", 0),
-        "dirty_pages_rate": ram.get("dirty-pages-rate", 0),
-        "mbps": ram.get("mbps", 0),
-        "postcopy_requests": ram.get("postcopy-requests", 0),
-        "page_size": ram.get("page-size", 4096),
-        "cpu_throttle_pct": info.get("cpu-throttle-percentage", 0),
-    }
 
 
 class Migration(object):
@@ -242,16 +60,16 @@ class Migration(object):
         self.switch_after_passes = METHOD_BY_NAME[method].switch_after_passes(req["switch_after_passes"])
         # dirty-sync-count value at which to switch: k complete passes have been sent when it reaches k + 1.
         self._switch_at_sync = None if self.switch_after_passes is None else self.switch_after_passes + 1
-        self.allow_postcopy = _flag("allow_postcopy", allow_postcopy)
-        self.adapt = _flag("adapt", adapt)
+        self.allow_postcopy = check_flag("allow_postcopy", allow_postcopy)
+        self.adapt = check_flag("adapt", adapt)
         self.expect = adaptation.check_expectation(expect)
         self.adaptation_actions = adaptation.check_actions(adaptation_actions)
-        self.max_downtime_limit_ms = None if max_downtime_limit_ms is None else _number(
+        self.max_downtime_limit_ms = None if max_downtime_limit_ms is None else check_number(
             "max_downtime_limit_ms", max_downtime_limit_ms, "an integer from downtime_limit_ms (%d) to %d"
             % (self.downtime_limit_ms, MAX_DOWNTIME_LIMIT_MS), self.downtime_limit_ms, MAX_DOWNTIME_LIMIT_MS,
             integer=True)
-        self.downtime_headroom_pct = _number("downtime_headroom_pct", downtime_headroom_pct,
-                                             "a percentage from 0 to 90", 0, 90)
+        self.downtime_headroom_pct = check_number("downtime_headroom_pct", downtime_headroom_pct,
+                                                  "a percentage from 0 to 90", 0, 90)
         self.monitor = None  # the run-time check of this migration (adaptation.Monitor), made by run()
         self.capabilities = dict(capabilities) if capabilities else None
         if self.capabilities is not None and needs_postcopy(method, on_timeout) \
@@ -265,9 +83,9 @@ class Migration(object):
         self.resume = bool(resume)
         # A resume whose connection is never taken up (a destination stuck, a link still down) is paused again after
         # this long, so recovery attempts are bounded and can be repeated.
-        self.resume_timeout_s = _number("resume_timeout_s", resume_timeout_s,
-                                        "above 0 and at most %d s" % MAX_TIMEOUT_S, 0, MAX_TIMEOUT_S,
-                                        low_allowed=False)
+        self.resume_timeout_s = check_number("resume_timeout_s", resume_timeout_s,
+                                             "above 0 and at most %d s" % MAX_TIMEOUT_S, 0, MAX_TIMEOUT_S,
+                                             low_allowed=False)
         # This host's certificates (migration_tls); None migrates in clear. A resume keeps the channel it had.
         self.tls_dir = tls_dir
         self.tls_hostname = tls_hostname
@@ -410,7 +228,7 @@ class Migration(object):
         while True:
             info = qmp.execute("query-migrate")
             status = info.get("status")
-            snap = _snapshot(info, t0)
+            snap = snapshot(info, t0)
             if snap["pass"] != last_pass and status in ACTIVE_STATES + ("completed",):
                 snapshots.append(snap)
                 last_pass = snap["pass"]
@@ -473,7 +291,7 @@ class Migration(object):
                                     status="failed", error="migration %s during post-copy: %s; the source copy "
                                     "is not resumed (the guest ran on the destination)" % (info["status"], why))
             return self._failed(qmp, "migration %s: %s" % (info["status"], why), t0, snapshots, info)
-        final = _snapshot(info, t0)
+        final = snapshot(info, t0)
         if not snapshots or snapshots[-1]["pass"] != final["pass"]:
             snapshots.append(final)
         return self._result(qmp, info, t0, snapshots, switch, stop_ts, postcopy_seen_ms)
@@ -578,88 +396,3 @@ class Migration(object):
         }
         result.update(self._adaptation_result())
         return result
-
-
-# walm_migrate's options that a batch of migrations (walm_migrate_waves) shares: one declaration of each default.
-SHARED_OPTIONS = dict(
-    state_dir=dict(type="path", default="/run/walm"),
-    method=dict(type="str", default="precopy", choices=list(METHODS)),
-    switch_after_passes=dict(type="int", default=2, no_log=False),
-    on_timeout=dict(type="str", default="abort", choices=list(ON_TIMEOUT)),
-    allow_postcopy=dict(type="bool", default=False),
-    adapt=dict(type="bool", default=True),
-    allow_unsafe_uri=dict(type="bool", default=False),
-    max_bandwidth_mib_s=dict(type="float", default=0),
-    max_postcopy_bandwidth_mib_s=dict(type="float", default=0),
-    downtime_limit_ms=dict(type="int", default=300),
-    downtime_headroom_pct=dict(type="float", default=adaptation.DOWNTIME_HEADROOM_PCT),
-    adaptation_actions=dict(type="list", elements="str", default=list(adaptation.DEFAULT_ACTIONS),
-                            choices=list(adaptation.ACTIONS)),
-    max_downtime_limit_ms=dict(type="int"),
-    timeout_s=dict(type="float", default=600),
-    poll_interval_ms=dict(type="int", default=100),
-)
-# The statuses of a migration that went as asked (in check mode: would go); any other fails walm_migrate's task.
-SUCCEEDED = ("completed", "would-migrate", "would-resume")
-
-
-def failure_message(name, result):
-    """What walm_migrate says when a migration did not succeed: the error and where the VM is."""
-    return "VM '%s': %s; the VM is %s on the source" % (name, result.get("error"), result.get("source_status"))
-
-
-def build_migration(params, check_mode=False):
-    """The Migration a walm_migrate request describes, every parameter checked (WalmError naming the fix); pure:
-    nothing on this host is read or touched."""
-    paths = HostPaths(params["state_dir"], params["name"])
-    # Missing keys take Migration's defaults; a value given as 0 or null is checked as given, never replaced.
-    return Migration(params["name"], paths.qmp_socket, params["destination_uri"], method=params["method"],
-                     max_bandwidth_mib_s=params["max_bandwidth_mib_s"],
-                     downtime_limit_ms=params["downtime_limit_ms"], timeout_s=params["timeout_s"],
-                     poll_interval_ms=params["poll_interval_ms"],
-                     switch_after_passes=params.get("switch_after_passes", 2),
-                     on_timeout=params.get("on_timeout", "abort"),
-                     max_postcopy_bandwidth_mib_s=params.get("max_postcopy_bandwidth_mib_s", 0),
-                     capabilities=params.get("capabilities"), resume=params.get("resume", False),
-                     # In check mode the destination was only validated, so there is no URI to check yet.
-                     check_mode_without_destination=check_mode,
-                     allow_unsafe_uri=params.get("allow_unsafe_uri", False),
-                     tls_dir=params.get("tls_dir"), tls_hostname=params.get("tls_hostname"),
-                     resume_timeout_s=params.get("resume_timeout_s", 60),
-                     allow_postcopy=params.get("allow_postcopy", False), adapt=params.get("adapt", True),
-                     expect=params.get("expect"), adaptation_actions=params.get("adaptation_actions"),
-                     max_downtime_limit_ms=params.get("max_downtime_limit_ms"),
-                     downtime_headroom_pct=params.get("downtime_headroom_pct",
-                                                      adaptation.DOWNTIME_HEADROOM_PCT),
-                     progress_path=None if check_mode else paths.progress)
-
-
-def migrate_vm(params, check_mode=False, migration=None):
-    """walm_migrate: find the VM on this host and migrate it; returns the result dict.
-
-    The name and the whole request are checked before anything is read or touched on this host (build_migration;
-    a caller that checked several requests first passes the Migration it built)."""
-    paths = HostPaths(params["state_dir"], params["name"])
-    if migration is None:
-        migration = build_migration(params, check_mode)
-    if not vmhost.running_pid(paths):
-        known = vmhost.list_vms(params["state_dir"])
-        raise WalmError("VM '%s' does not run on this host (state_dir %s; VMs recorded here: %s)"
-                        % (params["name"], params["state_dir"], ", ".join(known) or "none"))
-    record = vmhost.read_record(paths) or {}
-    expected = params.get("expected_definition_sha256")
-    if record.get("definition"):
-        # Computed afresh: a record written by an earlier version may carry a fingerprint that counted tap names.
-        record["definition_sha256"] = fingerprint(record["definition"])
-    if expected and record.get("definition_sha256") != expected:
-        raise WalmError("VM '%s': the destination was prepared from a different definition (sha256 %s) than the "
-                        "one this host runs (%s); migrating would fail or corrupt the guest. Stop the "
-                        "destination copy and prepare it from this host's record (walm_vm_info)."
-                        % (params["name"], expected, record.get("definition_sha256") or "unrecorded"))
-    # Held until the migration ends: a second run's migrate, stop or rollback of this VM waits or is refused.
-    with vmlock.hold(params["state_dir"], params["name"], "walm_migrate%s" % (" resume" if params.get("resume")
-                                                                              else ""), wait_s=0):
-        result = migration.run(check_mode=check_mode)
-    # The QEMU that runs the VM, which the binary on disk may no longer be after an upgrade.
-    result["qemu_version"] = record.get("qemu_version") or vmhost.qemu_version()[1]
-    return result

@@ -18,7 +18,7 @@ import time
 
 from .batch import requests as batch_requests, side_by_side
 from .errors import WalmError
-from .migration import SUCCEEDED, build_migration, failure_message, migrate_vm
+from .migration_service import SUCCEEDED, build_migration, failure_message, migrate_vm
 
 __metaclass__ = type
 

@@ -14,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 import re
 
-from .evacuation import adaptation_text
+from .evacuation_summary import adaptation_text
 
 DEFAULT_DOWNTIME_LIMIT_MS = 300
 # The prefix Ansible puts before a filter's own message: an operator needs only the message.

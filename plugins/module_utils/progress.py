@@ -25,7 +25,7 @@ ENDED = ("completed", "failed", "cancelled")
 
 
 def document(vm, method, snap, postcopy_requested_ms=None, adaptations=(), now=None):
-    """The progress document of one migration from its latest snapshot (migration._snapshot)."""
+    """The progress document of one migration from its latest snapshot (migration_status.snapshot)."""
     mbps = snap.get("mbps") or 0
     return {
         "vm": vm,

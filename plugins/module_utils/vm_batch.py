@@ -14,7 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 import threading
 
-from . import vmhost
+from . import vm_records
 from .batch import requests as batch_requests, side_by_side
 from .errors import WalmError
 from .vm_service import VMService, apply
@@ -58,6 +58,6 @@ def run(state, requests_, check_mode=False):
     results = {}
     tap_lock = threading.Lock()
     if state == "incoming" and not check_mode and requests_:
-        vmhost.ensure_state_dir(requests_[0]["state_dir"])  # once, before the threads would race to make it
+        vm_records.ensure_state_dir(requests_[0]["state_dir"])  # once, before the threads would race to make it
     side_by_side(lambda p: _one(state, p, check_mode, tap_lock, results), requests_)
     return dict((p["name"], results[p["name"]]) for p in requests_)

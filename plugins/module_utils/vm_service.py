@@ -12,10 +12,10 @@ import os
 import socket
 import time
 
-from . import discovery, eventlog, migration_tls, nicnames, vmhost, vmlock
+from . import discovery, eventlog, images, migration_tls, nicnames, qemu_binary, qemu_process, taps, vm_records, vmlock
 from .errors import WalmError
 from .methods import METHODS, ON_TIMEOUT
-from .migration import capabilities_for, set_capabilities
+from .migration_capabilities import capabilities_for, set_capabilities
 from .qmp import QMP, QMPFailure
 from .vmdef import HostPaths, fingerprint, normalize
 
@@ -27,7 +27,7 @@ RECOVER_QMP_TIMEOUT_S = 10
 
 
 class VMService(object):
-    def __init__(self, name, state_dir, check_mode=False, qemu_binary=vmhost.QEMU_BINARY, tap_lock=None):
+    def __init__(self, name, state_dir, check_mode=False, qemu_binary=qemu_binary.QEMU_BINARY, tap_lock=None):
         self.name = name
         # Held while a destination's tap names are chosen and the taps made (walm_vms starts several at once).
         self.tap_lock = tap_lock or _NoLock()
@@ -48,8 +48,8 @@ class VMService(object):
 
     def info(self):
         """The VM as this host sees it: pid, QMP status, record."""
-        pid = vmhost.running_pid(self.paths)
-        record = vmhost.read_record(self.paths)
+        pid = qemu_process.running_pid(self.paths)
+        record = vm_records.read_record(self.paths)
         status = migration_status = None
         if pid:
             try:
@@ -88,7 +88,7 @@ class VMService(object):
         if d["name"] != self.name:
             raise WalmError("definition.name %r differs from name %r" % (d["name"], self.name))
         # Pin the versioned machine type: source and destination must run the same one.
-        concrete = vmhost.resolve_machine(d["machine"], self.qemu_binary)
+        concrete = qemu_binary.resolve_machine(d["machine"], self.qemu_binary)
         if for_incoming and concrete != d["machine"]:
             raise WalmError("VM '%s': the destination definition must carry the source's versioned machine type "
                             "(e.g. pc-q35-7.2), got the alias %r; pass the definition recorded by the source"
@@ -97,7 +97,7 @@ class VMService(object):
         users = discovery.nic_users()
         if for_incoming:
             # The tap name is this host's: where another process here holds the source's, take one of our own.
-            d["nics"], renames = nicnames.host_taps(self.name, d["nics"], users[0], vmhost.tap_exists)
+            d["nics"], renames = nicnames.host_taps(self.name, d["nics"], users[0], taps.tap_exists)
             for old, new, holders in renames:
                 self.actions.append("NIC on tap %s here: tap %s is held open by %s on this host"
                                     % (new, old, ", ".join(holders)))
@@ -112,7 +112,7 @@ class VMService(object):
                     raise WalmError("VM '%s': %s %s does not exist on this host" % (self.name, path_key,
                                                                                     d[path_key]))
         for disk in d["disks"]:
-            info = vmhost.disk_info(disk)
+            info = images.disk_info(disk)
             if info is None:
                 if for_incoming:
                     raise WalmError("VM '%s': disk %s is not reachable from this host; the destination must see "
@@ -121,36 +121,36 @@ class VMService(object):
                     raise WalmError("VM '%s': disk %s does not exist; create it or set create: true with "
                                     "size_mib" % (self.name, disk["file"]))
                 self._act("create disk %s (%d MiB, %s, preallocated metadata)"
-                          % (disk["file"], disk["size_mib"], disk["format"]), vmhost.create_disk, disk)
+                          % (disk["file"], disk["size_mib"], disk["format"]), images.create_disk, disk)
             elif not for_incoming:
-                vmhost.check_disk_migratable(self.name, disk)
+                images.check_disk_migratable(self.name, disk)
         return d
 
     def _record(self, d, argv, role, **extra):
-        version = vmhost.qemu_version(self.qemu_binary)
+        version = qemu_binary.qemu_version(self.qemu_binary)
         record = {"name": self.name, "definition": d, "definition_sha256": fingerprint(d), "argv": argv,
                   "role": role,
                   "qemu_version": version[1], "qemu_version_tuple": list(version[0]),
                   "started_at": time.time()}
         record.update(extra)
-        vmhost.write_record(self.paths, record)
+        vm_records.write_record(self.paths, record)
 
     def _make_room(self, d):
         """The state directory and the definition's taps (on their bridges), before its QEMU starts."""
-        if vmhost.ensure_state_dir(self.paths.state_dir):
+        if vm_records.ensure_state_dir(self.paths.state_dir):
             self.actions.append("create state dir %s" % self.paths.state_dir)
         for nic in d["nics"]:
-            vmhost.ensure_tap(nic)
+            taps.ensure_tap(nic)
 
     # -- states -----------------------------------------------------------------------------------------------
 
     def started(self, definition=None, wait_running_s=0, force_resume=False):
-        pid = vmhost.running_pid(self.paths)
+        pid = qemu_process.running_pid(self.paths)
         if pid:
-            status = vmhost.qmp_status(self.name, self.paths)
+            status = qemu_process.qmp_status(self.name, self.paths)
             if status == "inmigrate" and wait_running_s > 0:
                 # The destination of a migration under way: wait for it to take over.
-                status = vmhost.wait_status(self.name, self.paths, ("running",), wait_running_s)
+                status = qemu_process.wait_status(self.name, self.paths, ("running",), wait_running_s)
             if status == "running":
                 return self.result()
             if status == "postmigrate" and not force_resume:
@@ -172,9 +172,9 @@ class VMService(object):
         self.actions.append("start VM %s" % self.name)
         self.changed = True
         self._make_room(d)
-        pid, argv = vmhost.start_qemu(d, self.paths, incoming=False, binary=self.qemu_binary)
+        pid, argv = qemu_process.start_qemu(d, self.paths, incoming=False, binary=self.qemu_binary)
         self._record(d, argv, "source")
-        status = vmhost.qmp_status(self.name, self.paths)
+        status = qemu_process.qmp_status(self.name, self.paths)
         if status != "running":
             raise WalmError("VM '%s' started but is %s" % (self.name, status))
         return self.result()
@@ -189,14 +189,14 @@ class VMService(object):
             raise WalmError("state incoming needs the source's definition (from walm_vm_info on the source)")
         if not listen_address:
             raise WalmError("state incoming needs listen_address: the destination address the source connects to")
-        own_version = vmhost.qemu_version(self.qemu_binary)[0]
+        own_version = qemu_binary.qemu_version(self.qemu_binary)[0]
         caps = capabilities_for(method, on_timeout, [own_version, tuple(source_qemu_version or own_version)],
                                 allow_postcopy)
         tls = migration_tls.settings("server", tls_dir, allowed_clients=tls_allowed_clients)
-        pid = vmhost.running_pid(self.paths)
+        pid = qemu_process.running_pid(self.paths)
         if pid:
-            status = vmhost.qmp_status(self.name, self.paths)
-            record = vmhost.read_record(self.paths) or {}
+            status = qemu_process.qmp_status(self.name, self.paths)
+            record = vm_records.read_record(self.paths) or {}
             if status == "inmigrate" and record.get("role") == "incoming" and record.get("incoming_uri"):
                 if record.get("capabilities") != caps:
                     raise WalmError("VM '%s' already waits here for a migration, prepared with capabilities %s; "
@@ -217,7 +217,7 @@ class VMService(object):
             self.actions.append("start VM %s in incoming mode" % self.name)
             self.changed = True
             self._make_room(d)
-        pid, argv = vmhost.start_qemu(d, self.paths, incoming=True, binary=self.qemu_binary)
+        pid, argv = qemu_process.start_qemu(d, self.paths, incoming=True, binary=self.qemu_binary)
         try:
             events_note = eventlog.start(self.paths)
             with QMP(self.name, self.paths.qmp_socket) as qmp:
@@ -228,7 +228,7 @@ class VMService(object):
                          event_log_note=events_note, **channel)
         except Exception:
             # Leave nothing half-prepared behind: a destination QEMU that is not listening is useless.
-            vmhost.stop_qemu(self.name, self.paths)
+            qemu_process.stop_qemu(self.name, self.paths)
             raise
         return self.result(incoming_uri=uri, capabilities=caps, tls=tls, definition_sha256=fingerprint(d))
 
@@ -242,9 +242,9 @@ class VMService(object):
         already sent. In-band QMP is used only where QEMU offered no out-of-band support."""
         if not listen_address:
             raise WalmError("state recover needs listen_address: the destination address the source connects to")
-        if not vmhost.running_pid(self.paths):
+        if not qemu_process.running_pid(self.paths):
             raise WalmError("VM '%s' does not run on this host: there is nothing to recover here" % self.name)
-        record = vmhost.read_record(self.paths) or {}
+        record = vm_records.read_record(self.paths) or {}
         oob = eventlog.control_ready(self.paths)
         status = self._migration_status(oob)
         if status in ("postcopy-recover", "postcopy-recover-setup") and record.get("recover_uri"):
@@ -268,7 +268,7 @@ class VMService(object):
             raise
         if not self.check_mode:
             record["recover_uri"] = uri
-            vmhost.write_record(self.paths, record)
+            vm_records.write_record(self.paths, record)
         return self.result(recover_uri=uri, migration_status=status, out_of_band=oob)
 
     def _migration_status(self, oob):
@@ -300,20 +300,20 @@ class VMService(object):
                         % self.name)
 
     def stopped(self):
-        pid = vmhost.running_pid(self.paths)
-        record = vmhost.read_record(self.paths)
+        pid = qemu_process.running_pid(self.paths)
+        record = vm_records.read_record(self.paths)
         if pid:
-            self._act("stop VM %s (pid %d)" % (self.name, pid), vmhost.stop_qemu, self.name, self.paths)
+            self._act("stop VM %s (pid %d)" % (self.name, pid), qemu_process.stop_qemu, self.name, self.paths)
         else:
             # A QEMU killed without cleaning up (SIGKILL, a crash) left these; a stopped VM has none.
-            stale = vmhost.stale_files(self.paths)
+            stale = qemu_process.stale_files(self.paths)
             if stale:
-                self._act("remove what a dead QEMU left: %s" % ", ".join(stale), vmhost.remove_stale_files,
+                self._act("remove what a dead QEMU left: %s" % ", ".join(stale), qemu_process.remove_stale_files,
                           self.paths)
         if record:
             for nic in (record.get("definition") or {}).get("nics", []):
-                if vmhost.tap_exists(nic["tap"]):
-                    self._act("delete tap %s" % nic["tap"], vmhost.delete_tap, nic["tap"])
+                if taps.tap_exists(nic["tap"]):
+                    self._act("delete tap %s" % nic["tap"], taps.delete_tap, nic["tap"])
             self._act("remove record %s" % self.paths.record, _unlink, self.paths.record)
         if os.path.exists(self.paths.progress):
             self._act("remove the migration progress %s" % self.paths.progress, _unlink, self.paths.progress)
@@ -335,7 +335,7 @@ HOST_OPTIONS = dict(
     tls_dir=dict(type="path"),
     tls_allowed_clients=dict(type="list", elements="str"),
     lock_wait_s=dict(type="float", default=30),
-    qemu_binary=dict(type="str", default=vmhost.QEMU_BINARY),
+    qemu_binary=dict(type="str", default=qemu_binary.QEMU_BINARY),
 )
 
 
@@ -388,9 +388,9 @@ def _unlink(path):
 
 def list_vm_info(state_dir, name=None, missing_ok=False):
     """walm_vm_info: every recorded VM on this host, or just `name` (which must exist unless missing_ok)."""
-    names = vmhost.list_vms(state_dir)
+    names = vm_records.list_vms(state_dir)
     if name is not None:
-        if name not in names and not vmhost.running_pid(HostPaths(state_dir, name)):
+        if name not in names and not qemu_process.running_pid(HostPaths(state_dir, name)):
             if missing_ok:
                 return []
             raise WalmError("VM '%s' is not known on this host: no record in %s and no running QEMU for it "

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: WALM developers
 # Apache License 2.0 (see LICENSE)
-"""A VM's definition: validation, the QEMU command line built from it, and host-specific paths.
+"""A VM's definition: validation, host-specific paths, and its fingerprint.
 
 The definition is the small, host-independent description of a VM (memory, vCPUs, machine type, disks on shared
 storage, NICs, boot). The source records it when it starts the VM; the destination starts an identical QEMU from the
@@ -178,54 +178,6 @@ class HostPaths(object):
     def as_dict(self):
         return {"state_dir": self.state_dir, "qmp_socket": self.qmp_socket, "pidfile": self.pidfile,
                 "console_log": self.console_log, "record": self.record}
-
-
-def qemu_argv(d, paths, qemu_binary="qemu-system-x86_64", incoming=False):
-    """The QEMU command line for a normalized definition on one host.
-
-    Devices are listed in a fixed order with fixed ids so that source and destination build the same machine.
-    """
-    argv = [
-        qemu_binary,
-        "-name", "guest=%s,debug-threads=on" % d["name"],
-        "-machine", d["machine"],
-        "-accel", d["accel"],
-        "-m", "%dM" % d["memory_mib"],
-        "-smp", str(d["vcpus"]),
-        "-nodefaults", "-no-user-config",
-        "-display", "none",
-        "-chardev", "file,id=walm-console,path=%s,append=on" % paths.console_log,
-        "-serial", "chardev:walm-console",
-        "-qmp", "unix:%s,server=on,wait=off" % paths.qmp_socket,
-        "-pidfile", paths.pidfile,
-        "-daemonize",
-    ]
-    if d["cpu_model"]:
-        argv += ["-cpu", d["cpu_model"]]
-    if d["kernel"]:
-        argv += ["-kernel", d["kernel"]]
-        if d["initrd"]:
-            argv += ["-initrd", d["initrd"]]
-        if d["append"]:
-            argv += ["-append", d["append"]]
-    for i, disk in enumerate(d["disks"]):
-        argv += ["-drive",
-                 "file=%s,format=%s,if=none,id=walm-disk%d,cache=%s"
-                 % (_drive_escape(disk["file"]), disk["format"], i, disk["cache"]),
-                 "-device", "virtio-blk-pci,drive=walm-disk%d,id=walm-vd%d" % (i, i)]
-    for i, nic in enumerate(d["nics"]):
-        argv += ["-netdev", "tap,id=walm-net%d,ifname=%s,script=no,downscript=no" % (i, nic["tap"]),
-                 "-device", "virtio-net-pci,netdev=walm-net%d,mac=%s,id=walm-nic%d" % (i, nic["mac"], i)]
-    argv += list(d["extra_args"])
-    if incoming:
-        # A second monitor for the event logger: it records when the guest resumes here (eventlog.py).
-        argv += ["-qmp", "unix:%s,server=on,wait=off" % paths.events_socket, "-incoming", "defer"]
-    return argv
-
-
-def _drive_escape(value):
-    # QEMU option syntax: a comma inside a value is written as two commas.
-    return value.replace(",", ",,")
 
 
 def fingerprint(d):

@@ -25,7 +25,7 @@ copy this run started) and `resume_source` (only a source QEMU left paused).
 
 from __future__ import absolute_import, division, print_function
 
-from .migration import ACTIVE_STATES
+from .migration_status import ACTIVE_STATES
 
 # What the caller does for each action.
 ACTIONS = {

@@ -319,7 +319,8 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.decide_defaults import OBJECTIVES
-from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import HAS_JMESPATH, decide
+from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import decide
+from ansible_collections.walm.qemu.plugins.module_utils.decide_rules import HAS_JMESPATH
 
 
 def main():

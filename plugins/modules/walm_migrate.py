@@ -400,8 +400,7 @@ downtime_within_limit:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.plugins.module_utils.migration import (
-    SHARED_OPTIONS, SUCCEEDED, failure_message, migrate_vm)
+from ansible_collections.walm.qemu.plugins.module_utils.migration_service import SHARED_OPTIONS, SUCCEEDED, failure_message, migrate_vm
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
 
 

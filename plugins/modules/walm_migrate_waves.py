@@ -222,7 +222,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.walm.qemu.plugins.module_utils import migration_batch
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.methods import METHODS, ON_TIMEOUT
-from ansible_collections.walm.qemu.plugins.module_utils.migration import SHARED_OPTIONS
+from ansible_collections.walm.qemu.plugins.module_utils.migration_service import SHARED_OPTIONS
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
 
 

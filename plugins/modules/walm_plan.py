@@ -373,9 +373,10 @@ summary:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.walm.qemu.plugins.module_utils.decide_defaults import OBJECTIVES
-from ansible_collections.walm.qemu.plugins.module_utils.decide_policy import HAS_JMESPATH
+from ansible_collections.walm.qemu.plugins.module_utils.decide_rules import HAS_JMESPATH
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.plugins.module_utils.evacuation import POLICIES, plan, plan_table, summarize
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation_plan import POLICIES, plan
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation_summary import plan_table, summarize
 from ansible_collections.walm.qemu.plugins.module_utils.methods import ON_TIMEOUT
 
 

@@ -120,7 +120,7 @@ def main():
 
     from ansible_collections.walm.qemu.plugins.module_utils.draining import read_mark
     from ansible_collections.walm.qemu.plugins.module_utils.vm_service import list_vm_info
-    from ansible_collections.walm.qemu.plugins.module_utils.vmhost import host_memory
+    from ansible_collections.walm.qemu.plugins.module_utils.procfs import host_memory
 
     try:
         vms = list_vm_info(module.params["state_dir"], module.params["name"], module.params["missing_ok"])

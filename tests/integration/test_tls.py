@@ -25,7 +25,7 @@ import time
 import pytest
 import yaml
 
-from ansible_collections.walm.qemu.plugins.module_utils import vmhost
+from ansible_collections.walm.qemu.plugins.module_utils import qemu_process, vm_records
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration
 from ansible_collections.walm.qemu.plugins.module_utils.qmp import QMP
@@ -95,7 +95,7 @@ def vms(tmp_path):
     yield make
     for service in made:
         service.stopped()
-    assert not any(vmhost.running_pid(s.paths) for s in made)
+    assert not any(qemu_process.running_pid(s.paths) for s in made)
 
 
 def migrate(source, prepared, tls_dir=None, tls_hostname=None):
@@ -167,15 +167,15 @@ def test_tls_migration_carries_the_guest_ram_and_the_copy_migrates_on_in_clear(p
     assert guest_ram_sha256(src, RANDOM_RAM_AT, RANDOM_RAM_BYTES) == expected
     prepared = mid.incoming(recorded, "127.0.0.1", tls_dir=pki.dir("hv-dst"), tls_allowed_clients=["CN=hv-src"])
     assert prepared["tls"] == {"endpoint": "server", "dir": pki.dir("hv-dst"), "allowed_clients": ["CN=hv-src"]}
-    record = vmhost.read_record(mid.paths)
+    record = vm_records.read_record(mid.paths)
     assert record["tls"] == prepared["tls"] and record["exit_on_error"] is False  # QEMU 10: exit-on-error off
     assert guest_ram_sha256(mid, RANDOM_RAM_AT, RANDOM_RAM_BYTES) != expected
     tls = migrate(src, prepared, tls_dir=pki.dir("hv-src"))
     assert tls["status"] == "completed", tls
     assert tls["tls"] == {"endpoint": "client", "dir": pki.dir("hv-src"), "hostname": None}
     assert tls["transferred_bytes"] >= RANDOM_RAM_BYTES
-    assert vmhost.wait_status(NAME, mid.paths, ("running",), 30) == "running"
-    assert vmhost.qmp_status(NAME, src.paths) == "postmigrate"
+    assert qemu_process.wait_status(NAME, mid.paths, ("running",), 30) == "running"
+    assert qemu_process.qmp_status(NAME, src.paths) == "postmigrate"
     assert guest_ram_sha256(mid, RANDOM_RAM_AT, RANDOM_RAM_BYTES) == expected
 
     # The copy that arrived by TLS holds server credentials; leaving in clear, it must drop them.
@@ -184,7 +184,7 @@ def test_tls_migration_carries_the_guest_ram_and_the_copy_migrates_on_in_clear(p
     assert onward["tls"] is None
     plain = migrate(mid, onward)
     assert plain["status"] == "completed" and plain["tls"] is None, plain
-    assert vmhost.wait_status(NAME, dst.paths, ("running",), 30) == "running"
+    assert qemu_process.wait_status(NAME, dst.paths, ("running",), 30) == "running"
     assert guest_ram_sha256(dst, RANDOM_RAM_AT, RANDOM_RAM_BYTES) == expected
     print("%s: 128 MiB guest holding 64 MiB of random bytes, over loopback: TLS TMT %s ms, downtime %s ms, "
           "%.1f MiB; in clear TMT %s ms, downtime %s ms, %.1f MiB"
@@ -212,7 +212,7 @@ def test_peers_without_a_certificate_cannot_feed_the_destination(pki, vms):
     assert_waiting(dst)
     result = migrate(src, prepared, tls_dir=pki.dir("hv-src"))
     assert result["status"] == "completed", result
-    assert vmhost.wait_status(NAME, dst.paths, ("running",), 30) == "running"
+    assert qemu_process.wait_status(NAME, dst.paths, ("running",), 30) == "running"
 
 
 def test_certificates_of_another_ca_or_another_host_are_refused(pki, vms):
@@ -227,7 +227,7 @@ def test_certificates_of_another_ca_or_another_host_are_refused(pki, vms):
     assert_waiting(dst)
     result = migrate(src, prepared, tls_dir=pki.dir("hv-src"), tls_hostname="hv-dst")
     assert result["status"] == "completed", result
-    assert vmhost.wait_status(NAME, dst.paths, ("running",), 30) == "running"
+    assert qemu_process.wait_status(NAME, dst.paths, ("running",), 30) == "running"
 
 
 def test_the_source_refuses_a_destination_without_the_expected_name(pki, vms):
@@ -247,11 +247,11 @@ def test_missing_certificates_fail_before_anything_starts(pki, vms, tmp_path):
     os.mkdir(empty)
     with pytest.raises(WalmError, match=r"ca-cert\.pem is missing.*walm\.qemu\.migration_tls"):
         dst.incoming(recorded, "127.0.0.1", tls_dir=empty)
-    assert not vmhost.running_pid(dst.paths)
+    assert not qemu_process.running_pid(dst.paths)
     prepared = dst.incoming(recorded, "127.0.0.1", tls_dir=pki.dir("hv-dst"))
     with pytest.raises(WalmError, match=r"client-cert\.pem is missing.*walm\.qemu\.migration_tls"):
         migrate(src, prepared, tls_dir=pki.ca)  # the CA's directory holds no client certificate
-    assert vmhost.qmp_status(NAME, src.paths) == "running"
+    assert qemu_process.qmp_status(NAME, src.paths) == "running"
     assert_waiting(dst)
 
 
@@ -263,7 +263,7 @@ def test_a_destination_in_clear_whose_stream_failed_is_not_reused(vms):
         peer.sendall(os.urandom(4096))
     # exit-on-error off: the QEMU lives on with the reason, but no longer listens.
     assert wait_migration_status(dst, "failed")["error-desc"]
-    assert vmhost.running_pid(dst.paths)
+    assert qemu_process.running_pid(dst.paths)
     with pytest.raises(WalmError, match="no longer listens: stop it"):
         dst.incoming(recorded, "127.0.0.1")
 

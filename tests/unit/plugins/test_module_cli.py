@@ -15,14 +15,14 @@ import tempfile
 
 import pytest
 
-from ansible_collections.walm.qemu.plugins.module_utils import vmhost
+from ansible_collections.walm.qemu.plugins.module_utils import images
 from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
-from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_decide import (
-    HEAVY_AT_LINK, LAB_LINK_MIB_S, RULE_DB, probe)
+from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_decide_policy import HEAVY_AT_LINK, LAB_LINK_MIB_S, probe
+from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_decide_rules import RULE_DB
 from ansible_collections.walm.qemu.tests.unit.plugins.modules.test_walm_image import VENV_BIN, export_files, make_sparse
 
 
-# -- walm_decide (tests/unit/plugins/module_utils/test_decide.py) -----------------------------------------------
+# -- walm_decide (tests/unit/plugins/module_utils/test_decide_*.py) ---------------------------------------------
 
 def adhoc(args, check=False):
     """Run walm_decide through ansible's ad-hoc command on localhost; (rc, parsed JSON result)."""
@@ -114,7 +114,7 @@ def test_fix_converts_atomically_keeps_data_and_is_idempotent(nfs):
     url = make_sparse(nfs, "fixed.qcow2", data_at_mib=3)
     ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"}, check_mode=True)
     assert ok and res["changed"] and res["fixed"]
-    assert vmhost.qcow2_allocation(os.path.join(nfs.export, "fixed.qcow2"))[0] < 512, "check mode converted"
+    assert images.qcow2_allocation(os.path.join(nfs.export, "fixed.qcow2"))[0] < 512, "check mode converted"
 
     ok, res = walm_image(nfs, {"image": url, "sparse_on_nfs": "fix"})
     assert ok, res["msg"]
@@ -144,7 +144,7 @@ def test_fix_is_refused_while_qemu_uses_the_image(nfs):
     finally:
         holder.kill()
         holder.wait()
-    assert vmhost.qcow2_allocation(os.path.join(nfs.export, "busy.qcow2"))[0] < 512
+    assert images.qcow2_allocation(os.path.join(nfs.export, "busy.qcow2"))[0] < 512
 
 
 def test_raw_and_missing_images(nfs):

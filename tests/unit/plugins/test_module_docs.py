@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.walm.qemu.plugins.module_utils import decide_defaults, evacuation, methods
+from ansible_collections.walm.qemu.plugins.module_utils import decide_defaults, evacuation_plan, methods
 from ansible_collections.walm.qemu.tests.unit.paths import ROOT
 
 MODULES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "plugins", "modules", "walm_*.py")))
@@ -59,7 +59,7 @@ REGISTRIES = {
     "migration_method": methods.METHODS,
     "on_timeout": methods.ON_TIMEOUT,
     "objective": decide_defaults.OBJECTIVES,
-    "policy": evacuation.POLICIES,
+    "policy": evacuation_plan.POLICIES,
 }
 
 

@@ -25,7 +25,7 @@ import textwrap
 import pytest
 import yaml
 
-from ansible_collections.walm.qemu.plugins.module_utils import vmhost
+from ansible_collections.walm.qemu.plugins.module_utils import images
 from ansible_collections.walm.qemu.tests.unit.paths import COLLECTIONS, ROOT
 
 # The tools of the Python that runs the tests (scripts/install.sh's venv, or any other with requirements/test.txt).
@@ -344,7 +344,7 @@ def make_sparse(nfs, name):
 
 
 def allocation(nfs, name):
-    return vmhost.qcow2_allocation(os.path.join(nfs.export, name))
+    return images.qcow2_allocation(os.path.join(nfs.export, name))
 
 
 def test_userspace_mode_checks_the_export_and_publishes_the_url(tmp_path, nfs):

@@ -5,15 +5,18 @@ VMService, as walm_vm starts them; the destination's logger must record RESUME a
 """
 
 import os
+import socket
 import stat
 import time
 
 import pytest
 
-from ansible_collections.walm.qemu.plugins.module_utils import eventlog, vmhost
+from ansible_collections.walm.qemu.plugins.module_utils import eventlog, qemu_binary, qemu_process
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration
 from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService
+from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths
+from ansible_collections.walm.qemu.tests.unit.plugins.module_utils.test_vm_records import mode
 
 DEFINITION = {"name": "ev1", "memory_mib": 64, "vcpus": 1, "accel": "tcg"}
 
@@ -35,7 +38,7 @@ def test_guest_visible_downtime_from_both_sides(tmp_path):
         result = Migration("ev1", src.paths.qmp_socket, prepared["incoming_uri"], method="precopy",
                            capabilities=prepared["capabilities"], timeout_s=60).run()
         assert result["status"] == "completed", result
-        vmhost.wait_status("ev1", dst.paths, ("running",), 30)
+        qemu_process.wait_status("ev1", dst.paths, ("running",), 30)
         info = dst.info()
         stop, resume = result["source_stop_time"], info["resumed_at"]
         print("guest-visible downtime %.1f ms, QEMU downtime %s ms, TMT %s ms" % ((resume - stop) * 1000.0,
@@ -71,7 +74,7 @@ def test_out_of_band_commands_through_the_logger(tmp_path):
     no post-copy runs) and the migration's state is read from the events it sent."""
     dst = VMService("ev3", str(tmp_path / "dst"))
     try:
-        dst.incoming(dict(DEFINITION, name="ev3", machine=vmhost.resolve_machine("q35")), "127.0.0.1")
+        dst.incoming(dict(DEFINITION, name="ev3", machine=qemu_binary.resolve_machine("q35")), "127.0.0.1")
         assert eventlog.control_ready(dst.paths)
         assert stat.S_IMODE(os.lstat(dst.paths.control_socket).st_mode) == 0o600
         with pytest.raises(WalmError) as refused:
@@ -82,3 +85,23 @@ def test_out_of_band_commands_through_the_logger(tmp_path):
     finally:
         dst.stopped()
     assert not os.path.exists(dst.paths.control_socket)
+
+
+def test_event_log_is_0600_and_replaces_a_symlink(state_dir, tmp_path):
+    paths = HostPaths(state_dir, "vm1")
+    victim = tmp_path / "victim"
+    victim.write_text("victim's")
+    os.symlink(str(victim), paths.event_log)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(paths.events_socket)
+    server.listen(1)
+    server.settimeout(10)
+    try:
+        # The stand-in monitor never answers: the logger gives up, which start() reports, not raises.
+        assert "did not connect" in eventlog.start(paths, timeout_s=0.3)
+        assert not os.path.islink(paths.event_log) and mode(paths.event_log) == 0o600
+        assert victim.read_text() == "victim's"
+    finally:
+        conn, _addr = server.accept()
+        conn.close()
+        server.close()

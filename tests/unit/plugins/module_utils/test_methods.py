@@ -3,8 +3,9 @@ the order the choice lists show them, and the behaviour each entry gives the cod
 
 import pytest
 
-from ansible_collections.walm.qemu.plugins.module_utils import adaptation, decide_defaults, evacuation, methods
-from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration, capabilities_for, needs_postcopy
+from ansible_collections.walm.qemu.plugins.module_utils import adaptation, decide_defaults, evacuation_plan, methods
+from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration
+from ansible_collections.walm.qemu.plugins.module_utils.migration_capabilities import capabilities_for, needs_postcopy
 
 # name, label, postcopy, switch_point, adapts, safety_rank
 METHOD_ROWS = [
@@ -70,9 +71,9 @@ def test_objectives():
 
 def test_evacuation_policies():
     rows = [(p.name, p.method, p.by_prediction, p.adapt, p.position is None, p.why is None)
-            for p in evacuation.POLICY_TABLE]
+            for p in evacuation_plan.POLICY_TABLE]
     assert rows == [("walm", None, True, True, True, True),
                     ("naive", "precopy", False, False, False, False)]
-    assert evacuation.POLICIES == ("walm", "naive")
-    assert all(p.method is None or p.method in methods.METHODS for p in evacuation.POLICY_TABLE)
-    assert all(p.order_reason.startswith("Order: ") for p in evacuation.POLICY_TABLE)
+    assert evacuation_plan.POLICIES == ("walm", "naive")
+    assert all(p.method is None or p.method in methods.METHODS for p in evacuation_plan.POLICY_TABLE)
+    assert all(p.order_reason.startswith("Order: ") for p in evacuation_plan.POLICY_TABLE)

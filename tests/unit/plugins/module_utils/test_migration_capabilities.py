@@ -3,7 +3,7 @@ still has the post-copy ones on, and a destination prepared for pre-copy would r
 
 import pytest
 
-from ansible_collections.walm.qemu.plugins.module_utils.migration import outgoing_capabilities
+from ansible_collections.walm.qemu.plugins.module_utils.migration_capabilities import outgoing_capabilities
 
 
 class FakeQMP(object):

@@ -4,7 +4,7 @@ import pytest
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
 from ansible_collections.walm.qemu.plugins.module_utils.migration import Migration
-from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, normalize, qemu_argv
+from ansible_collections.walm.qemu.plugins.module_utils.vmdef import normalize
 
 GOOD = {"name": "vm1", "memory_mib": 1024, "vcpus": 2, "accel": "tcg",
         "disks": [{"file": "nfs://10.0.0.2/vms/vm1.qcow2", "size_mib": 64, "create": True}],
@@ -41,24 +41,6 @@ def test_defaults_filled_and_mac_normalised():
     d = normalize({"name": "vm2"})
     assert (d["memory_mib"], d["vcpus"], d["accel"], d["machine"]) == (512, 1, "kvm", "q35")
     assert normalize(GOOD)["nics"][0]["mac"] == "52:54:00:aa:00:01"
-
-
-def test_argv_differs_between_hosts_only_in_host_paths():
-    d = normalize(GOOD)
-    d["machine"] = "pc-q35-10.0"
-    src = qemu_argv(d, HostPaths("/run/walm", "vm1"))
-    dst = qemu_argv(d, HostPaths("/srv/walm", "vm1"), incoming=True)
-    assert dst[-2:] == ["-incoming", "defer"]
-    differing = [(a, b) for a, b in zip(src, dst[:-2]) if a != b]
-    assert differing and all("/run/walm" in a and "/srv/walm" in b for a, b in differing)
-    assert "-cpu" not in src  # QEMU's default model unless one is named: never 'host' implicitly
-    assert "file=nfs://10.0.0.2/vms/vm1.qcow2,format=qcow2,if=none,id=walm-disk0,cache=none" in src
-    assert "tap,id=walm-net0,ifname=tap-vm1,script=no,downscript=no" in src
-
-
-def test_commas_in_paths_are_escaped():
-    d = normalize({"name": "vm3", "disks": [{"file": "/images/a,b.qcow2"}]})
-    assert any("file=/images/a,,b.qcow2," in a for a in qemu_argv(d, HostPaths("/run/walm", "vm3")))
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -12,9 +12,10 @@ import os
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.walm.qemu.plugins.module_utils import discovery, probe, vmhost, vmlock
+from ansible_collections.walm.qemu.plugins.module_utils import (discovery, host_command, probe, qemu_process, reading_store,
+                                                                taps, vmlock)
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
-from ansible_collections.walm.qemu.plugins.module_utils.migration import migrate_vm
+from ansible_collections.walm.qemu.plugins.module_utils.migration_service import migrate_vm
 from ansible_collections.walm.qemu.plugins.module_utils.vm_service import VMService, list_vm_info
 from ansible_collections.walm.qemu.plugins.module_utils.vmdef import HostPaths, check_name, normalize
 
@@ -80,10 +81,10 @@ def untouchable(monkeypatch):
     """Fail the test if anything tries to start a process, delete a tap or talk to QEMU."""
     def forbidden(*args, **kwargs):
         raise AssertionError("touched the host: %r %r" % (args, kwargs))
-    monkeypatch.setattr(vmhost, "run", forbidden)
-    monkeypatch.setattr(vmhost, "delete_tap", forbidden)
-    monkeypatch.setattr(vmhost.subprocess, "Popen", forbidden)
-    monkeypatch.setattr(vmhost.os, "kill", forbidden)
+    monkeypatch.setattr(host_command, "run", forbidden)
+    monkeypatch.setattr(taps, "delete_tap", forbidden)
+    monkeypatch.setattr(qemu_process.subprocess, "Popen", forbidden)
+    monkeypatch.setattr(qemu_process.os, "kill", forbidden)
 
 
 # -- the rule ---------------------------------------------------------------------------------------------------
@@ -163,7 +164,8 @@ def test_discovery_keeps_foreign_qemu_with_an_odd_name_without_state_files(tmp_p
             "unix:%s,server=on,wait=off" % (tmp_path / "odd.qmp")]
     t = discovery._target_for_process(999999, argv, str(tmp_path / "state"), proc=str(tmp_path / "proc"))
     assert t.name == "../victim" and not t.managed
-    assert probe.reading_path(str(tmp_path / "state"), t.name).startswith(str(tmp_path / "state" / "probe") + "/")
+    assert reading_store.reading_path(str(tmp_path / "state"), t.name).startswith(
+        str(tmp_path / "state" / "probe") + "/")
 
 
 # -- every module's entry point ---------------------------------------------------------------------------------
