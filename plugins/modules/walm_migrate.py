@@ -255,8 +255,10 @@ EXAMPLES = r"""
 RETURN = r"""
 status:
   description: V(completed); V(failed), V(timeout), V(aborted) (the adaptation cancelled a pre-copy that would not
-    converge; the VM runs on the source) or V(postcopy-paused) (these also fail the task); V(would-migrate) in
-    check mode.
+    converge; the VM runs on the source) or V(postcopy-paused) (these also fail the task); a resumed post-copy the
+    destination did not take up in time reports the state QEMU was left in (V(postcopy-paused), or
+    V(postcopy-recover-setup) or V(postcopy-recover) when it could not be paused again); V(would-migrate), or
+    V(would-resume) for a resume, in check mode.
   returned: always
   type: str
 method:
