@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.walm.qemu.plugins.module_utils.errors import WalmError
+from ansible_collections.walm.qemu.plugins.module_utils.evacuation_text import text_table
 
 # Host statuses in the record, in the order a host passes through them.
 STATUSES = ("pending", "draining", "maintaining", "checking", "done")
@@ -74,6 +75,7 @@ def plan_run(order, reads, free_mib, link_bandwidth_mib_s, done=(), overhead_per
     if missing:
         raise WalmError("No reading of %s: every host of the group must answer walm_vm_info" % ", ".join(missing))
     where = placement(dict((h, reads[h]) for h in hosts))
+    least = minimum_migrations(order, where, done)
     free = dict((h, int(free_mib[h])) for h in hosts)
     maintained = list(done)
     steps, planned, total_s = [], 0, 0.0
@@ -105,7 +107,7 @@ def plan_run(order, reads, free_mib, link_bandwidth_mib_s, done=(), overhead_per
         total_s += evacuation_s + maintenance_s
         maintained.append(host)
     return {"steps": steps, "done": list(done), "migrations": planned,
-            "minimum_migrations": minimum_migrations(order, placement(dict((h, reads[h]) for h in hosts)), done),
+            "minimum_migrations": least,
             "predicted_s": round(total_s, 1), "link_bandwidth_mib_s": link_bandwidth_mib_s,
             "overhead_per_vm_s": overhead_per_vm_s, "maintenance_s": maintenance_s}
 
@@ -146,8 +148,7 @@ def record_step(record, host, status, now, **fields):
     hosts = dict(out.get("hosts") or {})
     entry = dict(hosts.get(host) or {})
     entry["status"] = status
-    entry.setdefault("times", {})
-    entry["times"] = dict(entry["times"], **{status: now})
+    entry["times"] = dict(entry.get("times") or {}, **{status: now})
     entry.update(fields)
     t = entry["times"]
     if "draining" in t and "maintaining" in t:
@@ -168,7 +169,6 @@ def summary(record):
         entry = (record.get("hosts") or {}).get(step["host"], {})
         rows.append({"host": step["host"], "status": entry.get("status", "pending"),
                      "vms_moved": entry.get("vms_moved"),
-                     "planned_vms": len(step["vms"]),
                      "host_empty_s": entry.get("host_empty_s"),
                      "evacuation_s": entry.get("evacuation_s"),
                      "maintenance_s": entry.get("maintenance_s"),
@@ -187,12 +187,6 @@ def _cell(value):
     return "-" if value is None else str(value)
 
 
-def table(columns, rows):
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
-    return [line] + ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
-
-
 def plan_table(plan):
     """The run plan as text lines: per host its VMs, their destinations, the predicted times."""
     rows = []
@@ -201,7 +195,7 @@ def plan_table(plan):
                         for m in step["vms"]) or "none"
         rows.append([str(i), step["host"], str(len(step["vms"])), vms, "%.1f" % step["predicted_evacuation_s"],
                      "%.1f" % step["predicted_total_s"]])
-    lines = table(("#", "host", "VMs", "moves", "pred evacuation s", "pred total s"), rows)
+    lines = text_table(("#", "host", "VMs", "moves", "pred evacuation s", "pred total s"), rows)
     if plan["done"]:
         lines.append("Already maintained (an interrupted run): %s" % ", ".join(plan["done"]))
     lines.append("(*) to a host maintained later in the run: that VM moves again then.")
@@ -216,7 +210,7 @@ def summary_table(record):
     s = summary(record)
     rows = [[r["host"], r["status"], _cell(r["vms_moved"]), _cell(r["host_empty_s"]), _cell(r["maintenance_s"]),
              _cell(r["total_s"]), _cell(r["predicted_total_s"])] for r in s["rows"]]
-    lines = table(("host", "status", "VMs moved", "host empty s", "maintenance s", "total s", "pred total s"), rows)
+    lines = text_table(("host", "status", "VMs moved", "host empty s", "maintenance s", "total s", "pred total s"), rows)
     lines.append("Migrations: %d (planned %s, least possible %s); run time %s s (predicted %s s)."
                  % (s["migrations"], _cell(s["planned_migrations"]), _cell(s["minimum_migrations"]),
                     _cell(s["measured_s"]), _cell(s["predicted_s"])))
